@@ -1,0 +1,22 @@
+"""Runtimes: sim, local, docker. Each is a Backend (lab/backends/base.py)."""
+
+from __future__ import annotations
+
+import importlib
+
+from lab.errors import ConfigError
+
+_BACKENDS = {
+    "sim": "lab.sim.backend:SimBackend",
+    "local": "lab.backends.local:LocalBackend",
+    "docker": "lab.backends.docker:DockerBackend",
+}
+
+
+def backend_class(kind: str):  # -> type[Backend]
+    try:
+        target = _BACKENDS[kind]
+    except KeyError:
+        raise ConfigError(f"unknown backend {kind!r} (known: {', '.join(_BACKENDS)})") from None
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)

@@ -1,0 +1,103 @@
+"""What the scenario runner needs of a runtime.
+
+The runner (``lab/runner.py``) is written once against this interface and
+drives the simulator, local processes and containers alike. It is
+event-driven: the runner schedules callbacks with ``call_at`` and lets the
+backend advance time with ``run_until`` -- virtual time in the simulator,
+the wall clock (while polling sockets) in the real runtimes.
+
+Network faults are given as *state*, not as deltas: ``set_cuts`` installs
+exactly the given set of cut directed links, ``set_link`` the exact
+parameters of one directed link. That makes every apply idempotent and every
+revert a plain apply of the previous state.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from lab.scenario import LinkParams, Scenario
+
+Cut = tuple[str, str]   # (src, dst): messages from src to dst are dropped
+
+
+class Backend(ABC):
+    kind: ClassVar[str]
+
+    def __init__(self, scenario: Scenario, seed: int, workdir: str) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.workdir = workdir        # the run directory (logs, per-node data live below it)
+
+    # -- lifecycle -------------------------------------------------------
+    @abstractmethod
+    def start(self) -> None:
+        """Start every node and return once each one answers (readiness handshake)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop everything this backend started. Safe to call twice, and after errors."""
+
+    # -- time --------------------------------------------------------------
+    @abstractmethod
+    def now(self) -> float:
+        """Seconds since start()."""
+
+    @abstractmethod
+    def call_at(self, t: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` (on the runner's thread) when ``now()`` reaches ``t``."""
+
+    @abstractmethod
+    def run_until(self, t: float) -> None:
+        """Deliver messages, fire timers and due callbacks until ``now() >= t``."""
+
+    # -- clients -----------------------------------------------------------
+    @abstractmethod
+    def submit(self, node: str, op: dict[str, Any], on_result: Callable[[dict[str, Any]], None]) -> None:
+        """Send a client op to ``node``; call ``on_result`` with its answer if one comes.
+
+        Never blocks. A node that is down simply never answers: the runner
+        times the op out and records it as ``info``.
+        """
+
+    @abstractmethod
+    def status(self, node: str) -> dict[str, Any] | None:
+        """The core's ``status()`` of a running node, None if it is down or does not answer."""
+
+    # -- faults --------------------------------------------------------------
+    @abstractmethod
+    def set_cuts(self, cuts: frozenset[Cut]) -> str:
+        """Install exactly these cut links. Returns the mechanism used (``sim``, ``shim``, ``iptables``)."""
+
+    @abstractmethod
+    def set_link(self, src: str, dst: str, params: LinkParams) -> str:
+        """Set one directed link's delay/loss/...; returns the mechanism (``sim``, ``shim``, ``netem``, ``tbf``...)."""
+
+    @abstractmethod
+    def crash(self, node: str) -> None:
+        """Kill the node at once (SIGKILL); durable storage survives."""
+
+    @abstractmethod
+    def restart(self, node: str) -> None:
+        """Start a crashed node again from its durable storage; returns once it is ready."""
+
+    @abstractmethod
+    def pause(self, node: str) -> None: ...
+
+    @abstractmethod
+    def resume(self, node: str) -> None: ...
+
+    # -- results -------------------------------------------------------------
+    @abstractmethod
+    def trace_events(self) -> list[dict[str, Any]]:
+        """Every node's trace events (DESIGN.md trace contract), merged and sorted by (ts, node)."""
+
+    def node_logs(self) -> dict[str, str]:
+        """Each node's log text, for the run directory."""
+        return {}
+
+    def notes(self) -> list[str]:
+        """Plain-words remarks for the report (e.g. 'no sch_netem: delay applied by the agent shim')."""
+        return []

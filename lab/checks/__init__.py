@@ -1,0 +1,1 @@
+"""Checkers by name. Each module registers its checkers in CHECKS."""

@@ -1,0 +1,34 @@
+"""One root for every error zlab raises on purpose (docker-py's lesson)."""
+
+from __future__ import annotations
+
+
+class LabError(Exception):
+    """Root of zlab's errors. The CLI prints ``str(err)`` on one line and exits 3."""
+
+    exit_code = 3
+
+
+class ConfigError(LabError):
+    """Bad input: a scenario, a topology, a command line. Says what and where."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 field: str | None = None) -> None:
+        self.path, self.line, self.field, self.message = path, line, field, message
+        where = ""
+        if path:
+            where = f"{path}:{line}: " if line else f"{path}: "
+        what = f"{field}: " if field else ""
+        super().__init__(f"{where}{what}{message}")
+
+
+class BackendError(LabError):
+    """A runtime could not do what was asked (a process, a container, a kernel command)."""
+
+
+class ProtocolError(LabError):
+    """A protocol was driven in a way it does not allow (an illegal transition, say)."""
+
+
+class CheckError(LabError):
+    """A checker could not read its input (a missing or malformed history or trace)."""

@@ -1,0 +1,1 @@
+"""zlab's pytest plugin (registered as a pytest11 entry point)."""

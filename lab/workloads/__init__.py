@@ -1,0 +1,34 @@
+"""Workloads: what clients ask of the lab. A workload only makes operations; the runner
+times, sends, retries and records them (lab/runner.py)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from random import Random
+from typing import Any
+
+from lab.scenario import Scenario, WorkloadSpec
+
+
+class Workload(ABC):
+    """Makes operations for client processes and, at the end, the reads that
+    give the checkers the final state."""
+
+    kind: str = ""
+
+    def __init__(self, spec: WorkloadSpec, scenario: Scenario, rng: Random) -> None:
+        self.spec = spec
+        self.scenario = scenario
+        self.rng = rng
+
+    @abstractmethod
+    def next_op(self, process: int) -> dict[str, Any]:
+        """The next operation of client ``process``: ``{"f": ..., "key": ..., "value": ...}``."""
+
+    def final_ops(self) -> list[tuple[str | None, dict[str, Any]]]:
+        """(node or None for 'the leader', op) to run once faults are healed; results go to final.json."""
+        return []
+
+    def record_final(self, results: list[dict[str, Any]]) -> dict[str, Any]:
+        """Turn the answers to final_ops into final.json's content."""
+        return {}

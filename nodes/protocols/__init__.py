@@ -1,0 +1,29 @@
+"""Protocol cores, by name. Nothing here imports zmq, sockets, threads, clocks or randomness."""
+
+from __future__ import annotations
+
+import importlib
+
+from nodes.protocols.core import Core
+
+# name -> "module:Class"; imported lazily so a broken protocol does not break the others.
+_REGISTRY = {
+    "register": "nodes.protocols.register:Register",
+    "raft": "nodes.protocols.raft:Raft",
+    "twopc": "nodes.protocols.twopc:TwoPC",
+    "threepc": "nodes.protocols.threepc:ThreePC",
+}
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> type[Core]:
+    """The core class registered as ``name``; KeyError names the known ones."""
+    try:
+        target = _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown protocol {name!r} (known: {', '.join(names())})") from None
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)

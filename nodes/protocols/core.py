@@ -1,0 +1,229 @@
+"""The one interface between a protocol and the world.
+
+A protocol is a *core*: a class that reacts to four things -- its own start
+(or restart), a message from a peer, one of its timers firing, and a client
+request -- and acts only through the :class:`Context` it is given. It does no
+I/O, reads no clock and draws no randomness of its own (rule 1 of DESIGN.md),
+so the simulator, the local agent and the container agent can all host the
+very same object.
+
+The smallest useful core (see ``nodes/protocols/register.py``)::
+
+    class Register(Core):
+        name = "register"
+        message_types = frozenset()
+
+        def start(self) -> None:
+            self.value = self.ctx.storage.get("value")
+
+        def handle_request(self, client: str, op: dict) -> None:
+            if op["f"] == "write":
+                self.ctx.storage.put("value", op["value"])
+                self.value = op["value"]
+                self.ctx.reply(client, {"type": "ok"})
+            else:
+                self.ctx.reply(client, {"type": "ok", "value": self.value})
+
+Contract for the runtime (``lab/sim``, ``nodes/agent.py``):
+
+* ``start()`` is called once when the node starts and again after every
+  restart, on a *fresh* core object: volatile state is gone, ``ctx.storage``
+  is what the core had made durable.
+* Handlers run one at a time, never concurrently.
+* Writes to ``storage`` made in a handler are durable before any message that
+  handler sent leaves the node, and before any reply reaches a client
+  (etcd's "persist, then send"). The agent batches them into one fsync.
+* ``set_timer(name, after)`` replaces a pending timer of the same name.
+* Client requests are dicts (``{"f": "write", "key": "x", "value": 1,
+  "client": "c1", "seq": 7}``); results are dicts with ``type`` in
+  ``ok``/``fail``/``info`` as in the history contract. A core that is not the
+  one to serve a request answers ``{"type": "fail", "error": "not_leader",
+  "leader": <name or None>}`` and the client retries there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol
+
+from nodes.units import parse_bitrate, parse_duration, parse_percent, parse_rate
+
+
+class Storage(Protocol):
+    """Durable state. Values are anything msgpack can encode."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def put(self, key: str, value: Any) -> None: ...
+    def log_append(self, name: str, entries: list[Any]) -> None: ...
+    def log_truncate(self, name: str, length: int) -> None:
+        """Keep the first ``length`` entries of log ``name``."""
+    def log_read(self, name: str) -> list[Any]: ...
+
+
+class Random(Protocol):
+    """The part of ``random.Random`` a core may use; the runtime seeds it."""
+
+    def random(self) -> float: ...
+    def uniform(self, a: float, b: float) -> float: ...
+    def randrange(self, start: int, stop: int | None = None) -> int: ...
+    def choice(self, seq: Any) -> Any: ...
+    def shuffle(self, x: list[Any]) -> None: ...
+    def sample(self, population: Any, k: int) -> list[Any]: ...
+
+
+class Context(Protocol):
+    """What a core may see and do. Provided by the runtime."""
+
+    node: str                         # this node's name, e.g. "n3"
+    nodes: Mapping[str, Mapping[str, Any]]  # every node of the lab -> its spec (role, region, ...)
+    storage: Storage
+    rng: Random
+
+    def now(self) -> float: ...       # seconds since the run started (virtual in sim)
+    def send(self, dst: str, type: str, body: dict[str, Any]) -> None: ...
+    def set_timer(self, name: str, after: float) -> None: ...
+    def cancel_timer(self, name: str) -> None: ...
+    def reply(self, client: str, result: dict[str, Any]) -> None: ...
+    def trace(self, ev: str, **fields: Any) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Tunables:
+    """Base of every protocol's tunables.
+
+    Each field carries ``metadata={"unit": ..., "doc": ...}``. ``unit`` is one
+    of ``s`` (duration, YAML ``150ms``), ``s-range`` (``[150ms, 300ms]``),
+    ``%`` (YAML ``5%``), ``/s``, ``bit/s``, ``count``, ``bool``, ``name`` or
+    ``names``; ``doc`` says what the knob does and what turning it costs.
+    """
+
+    bugs: tuple[str, ...] = dataclasses.field(
+        default=(),
+        metadata={"unit": "names", "doc": "named fault variants to switch on (see `zlab protocols`); "
+                  "for teaching and for the checkers' own tests, never for real runs"},
+    )
+
+
+class Core:
+    """Base class of protocol cores. Subclasses set the class attributes."""
+
+    name: ClassVar[str] = ""
+    message_types: ClassVar[frozenset[str]] = frozenset()
+    tunables: ClassVar[type[Tunables]] = Tunables
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    bugs: ClassVar[Mapping[str, str]] = {}          # bug name -> what it breaks
+    default_checks: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, ctx: Context, config: Tunables) -> None:
+        self.ctx = ctx
+        self.config = config
+
+    def start(self) -> None:
+        """First start or restart: rebuild volatile state from ``ctx.storage``."""
+
+    def handle_message(self, src: str, type: str, body: dict[str, Any]) -> None:
+        """A message from peer ``src``; ``type`` is one of ``message_types``."""
+
+    def handle_timer(self, name: str) -> None:
+        """Timer ``name`` fired."""
+
+    def handle_request(self, client: str, op: dict[str, Any]) -> None:
+        """A client operation; answer with ``ctx.reply(client, result)``, now or later."""
+        self.ctx.reply(client, {"type": "fail", "error": "unsupported"})
+
+    def status(self) -> dict[str, Any]:
+        """A small summary for the orchestrator, e.g. ``{"role": "leader", "term": 3, "leader": "n1"}``."""
+        return {}
+
+    def has_bug(self, bug: str) -> bool:
+        return bug in self.config.bugs
+
+
+class ConfigValueError(ValueError):
+    """A protocol config value is wrong; ``field`` names it for the YAML loader."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _convert(unit: str, value: Any) -> Any:
+    if unit == "s":
+        return value if isinstance(value, float) else parse_duration(value)
+    if unit == "s-range":
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ValueError(f"expected a range like [150ms, 300ms], got {value!r}")
+        lo, hi = (_convert("s", v) for v in value)
+        if lo > hi:
+            raise ValueError(f"range low end {lo}s is above its high end {hi}s")
+        return (lo, hi)
+    if unit == "%":
+        return value if isinstance(value, float) else parse_percent(value)
+    if unit == "/s":
+        return parse_rate(value)
+    if unit == "bit/s":
+        return parse_bitrate(value)
+    if unit == "count":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"expected a whole number >= 0, got {value!r}")
+        return value
+    if unit == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+    if unit == "name":
+        if not isinstance(value, str):
+            raise ValueError(f"expected a name, got {value!r}")
+        return value
+    if unit == "names":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"expected a list of names, got {value!r}")
+        return tuple(value)
+    raise AssertionError(f"unknown unit {unit!r}")
+
+
+def build_config(core: type[Core], raw: Mapping[str, Any] | None) -> Tunables:
+    """Turn a YAML ``config:`` mapping into the core's tunables.
+
+    ``preset: NAME`` applies one of ``core.presets`` first; explicit keys win.
+    Raises :class:`ConfigValueError` naming the offending field.
+    """
+    raw = dict(raw or {})
+    fields = {f.name: f for f in dataclasses.fields(core.tunables)}
+    values: dict[str, Any] = {}
+    preset = raw.pop("preset", None)
+    if preset is not None:
+        if preset not in core.presets:
+            known = ", ".join(sorted(core.presets)) or "none"
+            raise ConfigValueError("preset", f"unknown preset {preset!r} (known: {known})")
+        values.update(core.presets[preset])
+    values.update(raw)
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        f = fields.get(key)
+        if f is None:
+            known = ", ".join(sorted(fields))
+            raise ConfigValueError(key, f"unknown setting for {core.name} (known: {known})")
+        try:
+            out[key] = _convert(f.metadata.get("unit", "name"), value)
+        except ValueError as e:
+            raise ConfigValueError(key, str(e)) from None
+    for bug in out.get("bugs", ()):
+        if bug not in core.bugs:
+            known = ", ".join(sorted(core.bugs)) or "none"
+            raise ConfigValueError("bugs", f"{core.name} has no bug named {bug!r} (known: {known})")
+    return core.tunables(**out)
+
+
+def describe_tunables(core: type[Core]) -> list[dict[str, Any]]:
+    """Name, unit, default and doc of every tunable: for `zlab protocols` and the docs."""
+    rows = []
+    for f in dataclasses.fields(core.tunables):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        rows.append({"name": f.name, "unit": f.metadata.get("unit", ""),
+                     "default": default, "doc": f.metadata.get("doc", "")})
+    return rows

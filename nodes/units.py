@@ -1,0 +1,71 @@
+"""Explicit units for every tunable and YAML field: ``150ms``, ``2s``, ``5%``, ``100/s``.
+
+Lives in nodes/ because both sides need it and nodes/ never imports lab/.
+All functions raise ``ValueError`` with a message that says what was expected;
+callers that know a file and line (the YAML loader) add them.
+"""
+
+from __future__ import annotations
+
+import re
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)\s*$")
+_SCALE = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """``"150ms"`` -> 0.15 (seconds). Numbers are refused: a bare 5 is ambiguous."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _SCALE[m.group(2)]
+    raise ValueError(f"expected a duration like 5s or 150ms, got {value!r}")
+
+
+def parse_percent(value: object) -> float:
+    """``"5%"`` -> 0.05."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            p = float(value.strip()[:-1])
+        except ValueError:
+            pass
+        else:
+            if 0.0 <= p <= 100.0:
+                return p / 100.0
+    raise ValueError(f"expected a percentage like 5% (0% to 100%), got {value!r}")
+
+
+def parse_rate(value: object) -> float:
+    """``"100/s"`` -> 100.0 (per second)."""
+    if isinstance(value, str) and value.strip().endswith("/s"):
+        try:
+            r = float(value.strip()[:-2])
+        except ValueError:
+            pass
+        else:
+            if r > 0:
+                return r
+    raise ValueError(f"expected a rate like 100/s, got {value!r}")
+
+
+_BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)\s*$", re.IGNORECASE)
+_BITS = {"bit": 1, "kbit": 1_000, "mbit": 1_000_000, "gbit": 1_000_000_000}
+
+
+def parse_bitrate(value: object) -> int:
+    """``"1mbit"`` -> 1_000_000 (bits per second), the unit tc uses."""
+    if isinstance(value, str):
+        m = _BITRATE.match(value)
+        if m:
+            return int(float(m.group(1)) * _BITS[m.group(2).lower()])
+    raise ValueError(f"expected a bit rate like 1mbit or 500kbit, got {value!r}")
+
+
+def format_duration(seconds: float) -> str:
+    """The inverse of parse_duration, for resolved scenarios and summaries."""
+    if seconds == 0:
+        return "0ms"
+    if seconds < 1:
+        ms = seconds * 1000
+        return f"{ms:g}ms"
+    return f"{seconds:g}s"
