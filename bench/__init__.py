@@ -1,0 +1,1 @@
+"""`make bench`: figures beside anchors measured in the same command. Not tests."""

@@ -1,0 +1,52 @@
+"""`make bench` / `python -m bench [section ...]`: every figure beside its anchor, measured now.
+
+Sections: anchors (pyzmq round trip, pynacl verify), sim (simulated s per wall s),
+raft (zlab local Raft vs PySyncObj), docker (lab start vs bare containers).
+Figures are printed and written to bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+SECTIONS = {
+    "anchors": "bench.anchor_section",
+    "sim": "bench.sim_bench",
+    "raft": "bench.raft_bench",
+    "docker": "bench.docker_bench",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS) + [[]])
+    parser.add_argument("--out", default="bench/results.json")
+    args = parser.parse_args(argv)
+    results: dict[str, object] = {"machine": {"python": platform.python_version(),
+                                              "cpus": __import__("os").cpu_count()},
+                                  "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    failed = False
+    for name in args.sections or list(SECTIONS):
+        print(f"== {name}", flush=True)
+        t = time.time()
+        try:
+            results[name] = importlib.import_module(SECTIONS[name]).run()
+        except Exception as e:  # a section that cannot run is reported, the others still run
+            failed = True
+            results[name] = {"error": f"{type(e).__name__}: {e}"}
+            print(f"   {name}: could not run: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"   ({time.time() - t:.0f} s)", flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"figures written to {args.out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The Raft anchor: PySyncObj, 3 processes on loopback, journal file on disk."""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.ratesearch import max_rate
+
+NODE = str(Path(__file__).with_name("pysyncobj_node.py"))
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _cluster(modes: list[list[str]]) -> list[dict]:
+    """Start one node per entry of ``modes`` and return each one's JSON line."""
+    ports = _free_ports(len(modes))
+    addrs = [f"127.0.0.1:{p}" for p in ports]
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="zlab-pso-") as tmp:
+        try:
+            for i, mode in enumerate(modes):
+                others = addrs[:i] + addrs[i + 1:]
+                cmd = [sys.executable, NODE, *mode, addrs[i], f"{tmp}/journal{i}", *others]
+                procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                              text=True))
+            outs = []
+            for p in procs:
+                stdout, _ = p.communicate(timeout=120)
+                outs.append(json.loads(stdout.strip().splitlines()[-1]))
+            return outs
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+
+
+def throughput(seconds: float = 4.0) -> dict:
+    def success_at(rate: int) -> float:
+        per_node = max(1, rate // 3)
+        outs = _cluster([["load", str(per_node), str(seconds)]] * 3)
+        sent = sum(o["sent"] for o in outs)
+        return sum(o["ok"] for o in outs) / sent if sent else 0.0
+
+    best, tried = max_rate(success_at, 100, 40000)
+    return {"max_rps": best, "tried": tried}
+
+
+def sequential(count: int = 300) -> dict:
+    # Followers must outlive the sequential run (PySyncObj's sync calls take ~0.1 s each).
+    idle = str(10 + count * 0.2)
+    outs = _cluster([["seq", str(count), "0"], ["idle", idle, "0"], ["idle", idle, "0"]])
+    samples = sorted(outs[0]["samples"])
+    return {"p50_ms": statistics.median(samples) * 1e3,
+            "p99_ms": samples[int(len(samples) * 0.99)] * 1e3, "count": count}

@@ -1,0 +1,379 @@
+"""Running one scenario end to end: the piece that ties the lab together.
+
+    backend.start()
+    t0 = now: the workload's clients and the fault timeline are scheduled (times relative to t0)
+    run_until(t0 + duration)
+    revert every fault (heal cuts, reset links, resume paused, restart crashed)
+    run_until(+ settle); the workload's final reads
+    collect the trace (the backend's events + the plan's fault events); backend.stop()
+    checks -> run directory -> summary
+
+Clients follow Jepsen: each client slot is a single-threaded *process* with at
+most one operation in flight. An answer-less operation is recorded as
+``info`` when its timeout runs out, and the slot goes on as a fresh process
+(the old one stays "in flight" forever as far as the checkers know).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab import report
+from lab.backends import backend_class
+from lab.backends.base import Backend
+from lab.checks.base import RunData, Verdict
+from lab.checks.registry import run_checks
+from lab.faultplan import FaultPlan
+from lab.history import FAIL, INFO, OK, History
+from lab.scenario import Scenario
+from lab.tracefile import merge
+from lab.workloads import Workload
+from lab.workloads.registry import workload_for
+
+# Retry pacing after a not_leader answer: a hinted leader is tried almost at once; with no
+# hint (mid-election) the client waits a little, so a leaderless cluster is not flooded.
+RETRY_HINTED = 0.002
+RETRY_UNKNOWN = 0.05
+MAX_ATTEMPTS = 200          # per operation: bounded even if the nodes redirect in a loop
+# A closed-loop client never issues two ops at one instant: with a zero-latency runtime
+# that would let a client spin without virtual time moving.
+MIN_GAP = 0.001
+PROGRESS_EVERY = 0.5
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    backend: str
+    seed: int
+    run_dir: Path
+    verdicts: list[Verdict]
+    exit_code: int
+    stats: dict[str, Any]
+    resolved: dict[str, Any]
+    trace: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    history: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    final: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def derive_seeds(seed: int) -> dict[str, int]:
+    """One stream per consumer, so that (say) adding a fault does not change the workload."""
+    master = random.Random(seed)
+    return {name: master.getrandbits(63) for name in ("workload", "faults", "backend")}
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Slot:
+    process: int
+    busy: bool = False
+    leader: str | None = None
+    last_invoke: float = -1.0
+
+
+@dataclass
+class _Op:
+    slot: _Slot
+    op: dict[str, Any]
+    client: str
+    seq: int
+    invoked: float
+    deadline: float
+    attempt: int = 0
+    node: str | None = None
+    done: bool = False
+    on_done: Callable[[dict[str, Any]], None] | None = None
+
+
+class Clients:
+    """The client processes of one run: routing, retries, timeouts and the history."""
+
+    def __init__(self, backend: Backend, scenario: Scenario, workload: Workload | None,
+                 rng: random.Random, history: History) -> None:
+        self.backend = backend
+        self.scenario = scenario
+        self.workload = workload
+        self.rng = rng
+        self.history = history
+        self.spec = scenario.workload
+        self.timeout = self.spec.timeout
+        per_client = 1 if self.spec.rate else (self.spec.concurrency or 1)
+        n = (self.spec.clients * per_client) if workload is not None else 0
+        self.slots = [_Slot(process=history.fresh_process()) for _ in range(n)]
+        self.counts = {"ok": 0, "fail": 0, "info": 0, "skipped": 0, "invoked": 0}
+        self.latencies: list[tuple[float, float]] = []   # (completion ts, seconds) of ok ops
+        self.leader: str | None = None                    # last leader any client saw
+        self._seq = 0
+        self._end = 0.0
+
+    # -- driving -----------------------------------------------------------------------------
+    def start(self, t0: float, duration: float) -> None:
+        self._end = t0 + duration
+        if not self.slots:
+            return
+        if self.spec.rate:
+            self.backend.call_at(t0 + self.rng.expovariate(self.spec.rate), self._arrival)
+        else:
+            for slot in self.slots:
+                self.backend.call_at(t0, lambda s=slot: self._issue(s))
+
+    def _arrival(self) -> None:
+        now = self.backend.now()
+        if now >= self._end:
+            return
+        idle = [s for s in self.slots if not s.busy]
+        if idle:
+            self._issue(self.rng.choice(idle))
+        else:
+            self.counts["skipped"] += 1
+        nxt = now + self.rng.expovariate(self.spec.rate)
+        if nxt < self._end:
+            self.backend.call_at(nxt, self._arrival)
+
+    def _issue(self, slot: _Slot) -> None:
+        now = self.backend.now()
+        if slot.busy or now >= self._end or self.workload is None:
+            return
+        op = self.workload.next_op(slot.process)
+        self.invoke(slot, op, record=True)
+
+    def _after(self, slot: _Slot) -> None:
+        """A slot's op finished: a closed-loop client goes straight on."""
+        if self.spec.rate:
+            return
+        t = max(self.backend.now(), slot.last_invoke + MIN_GAP)
+        if t < self._end:
+            self.backend.call_at(t, lambda: self._issue(slot))
+
+    # -- one operation -------------------------------------------------------------------------
+    def invoke(self, slot: _Slot, op: dict[str, Any], *, record: bool,
+               node: str | None = None,
+               on_done: Callable[[dict[str, Any]], None] | None = None) -> _Op:
+        now = self.backend.now()
+        self._seq += 1
+        slot.busy = True
+        slot.last_invoke = now
+        state = _Op(slot, dict(op), f"c{slot.process}", self._seq, now, now + self.timeout,
+                    on_done=on_done)
+        if record:
+            self.history.invoke(slot.process, op["f"], op.get("key"), op.get("value"), now)
+            self.counts["invoked"] += 1
+        state.op["_record"] = record
+        self.backend.call_at(state.deadline, lambda: self._timeout(state))
+        self._send(state, node or slot.leader or self._random_node())
+        return state
+
+    def _random_node(self, avoid: str | None = None) -> str:
+        names = self.scenario.node_names
+        choices = [n for n in names if n != avoid] or names
+        return self.rng.choice(choices)
+
+    def _send(self, state: _Op, node: str) -> None:
+        state.attempt += 1
+        state.node = node
+        attempt = state.attempt
+        msg = {k: v for k, v in state.op.items() if k != "_record"}
+        msg.update(client=state.client, seq=state.seq)
+        self.backend.submit(node, msg, lambda res: self._result(state, attempt, node, res))
+
+    def _result(self, state: _Op, attempt: int, node: str, res: dict[str, Any]) -> None:
+        if state.done:
+            return              # an answer after the timeout, or to an older attempt: too late
+        kind = res.get("type")
+        if kind == FAIL and res.get("error") == "not_leader":
+            if attempt != state.attempt:
+                return          # a newer attempt is already on its way
+            hint = res.get("leader")
+            hint = hint if hint in self.scenario.node_names and hint != node else None
+            state.slot.leader = hint
+            delay = RETRY_HINTED if hint else RETRY_UNKNOWN
+            now = self.backend.now()
+            if state.attempt >= MAX_ATTEMPTS or now + delay >= state.deadline:
+                return          # the timeout will record it as info
+            target = hint or self._random_node(avoid=node)
+            self.backend.call_at(now + delay, lambda: None if state.done else self._send(state, target))
+            return
+        if kind == OK:
+            state.slot.leader = node
+            self.leader = node
+            self._finish(state, OK, self._ok_value(state.op, res), res)
+        elif kind == FAIL:
+            self._finish(state, FAIL, res.get("error"), res)
+        else:                   # info, or an answer we cannot read: the outcome is unknown
+            self._finish(state, INFO, None, res)
+
+    @staticmethod
+    def _ok_value(op: dict[str, Any], res: dict[str, Any]) -> Any:
+        """The ok event's value: what was read, or what the invocation carried for updates."""
+        if op.get("f") in ("write", "cas", "delete"):
+            return op.get("value")
+        return res.get("value", op.get("value"))
+
+    def _timeout(self, state: _Op) -> None:
+        if not state.done:
+            self._finish(state, INFO, None, {"type": "info", "error": "timeout"})
+
+    def _finish(self, state: _Op, kind: str, value: Any, res: dict[str, Any]) -> None:
+        state.done = True
+        slot = state.slot
+        now = self.backend.now()
+        if state.op.get("_record"):
+            self.history.complete(slot.process, kind, value, now)
+            self.counts[kind] += 1
+            if kind == OK:
+                self.latencies.append((now, now - state.invoked))
+        if kind == INFO:
+            slot.process = self.history.fresh_process()
+            slot.leader = None
+        slot.busy = False
+        if state.on_done is not None:
+            state.on_done(res)
+        elif state.op.get("_record"):
+            self._after(slot)
+
+    # -- final reads --------------------------------------------------------------------------
+    def run_final(self, ops: list[tuple[str | None, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Run the workload's final ops one after the other, outside the history."""
+        results: list[dict[str, Any]] = []
+        slot = _Slot(process=self.history.fresh_process(), leader=self.leader)
+        for node, op in ops:
+            box: list[dict[str, Any]] = []
+            self.invoke(slot, op, record=False, node=node, on_done=box.append)
+            # Bounded: the op's own timeout ends it.
+            end = self.backend.now() + self.timeout + 0.001
+            while not box and self.backend.now() < end:
+                self.backend.run_until(min(end, self.backend.now() + 0.05))
+            results.append(box[0] if box else {"type": "info", "error": "timeout"})
+            if box and box[0].get("type") == OK and node is None:
+                slot.leader = slot.leader or self.leader
+        return results
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def workload_duration(scenario: Scenario) -> float:
+    """The workload's duration; a run without one lasts until a second after its last fault."""
+    if scenario.workload.duration > 0:
+        return scenario.workload.duration
+    ends = [f.at + (f.duration or 0.0) for f in scenario.faults]
+    return (max(ends) + 1.0) if ends else 1.0
+
+
+def check_names(scenario: Scenario) -> list[str]:
+    """The scenario's checks, else the protocol's defaults; plus any check it only names in expect."""
+    names = list(scenario.checks)
+    if not names:
+        try:
+            from nodes.protocols import get
+            names = list(get(scenario.protocol).default_checks)
+        except (KeyError, ImportError):
+            names = []
+    return names + [n for n in scenario.expect if n not in names]
+
+
+def run_scenario(scenario: Scenario, backend_kind: str = "sim", seed: int | None = None,
+                 out: str | Path | None = None, progress: bool = False,
+                 quiet: bool = False, time_limit: float = 30.0) -> RunResult:
+    """Run ``scenario`` on ``backend_kind`` and write its run directory; see the module doc."""
+    if seed is None:
+        seed = scenario.seed if scenario.seed is not None else random.SystemRandom().randrange(2**31)
+    say = (lambda *_a, **_k: None) if quiet else print
+    say(f"zlab: running {scenario.name} on {backend_kind} with seed {seed}", flush=True)
+    seeds = derive_seeds(seed)
+    run_dir = report.make_run_dir(scenario.name, out)
+    cls = backend_class(backend_kind)
+    backend: Backend = cls(scenario, seeds["backend"], str(run_dir))
+    history = History()
+    wl_rng = random.Random(seeds["workload"])
+    workload = workload_for(scenario.workload, scenario, wl_rng)
+    clients = Clients(backend, scenario, workload, wl_rng, history)
+    plan = FaultPlan(scenario, backend, random.Random(seeds["faults"]))
+    duration = workload_duration(scenario)
+    final: dict[str, Any] = {}
+    live = None
+    try:
+        backend.start()
+        t0 = backend.now()
+        clients.start(t0, duration)
+        plan.schedule(t0, until=duration)
+        if progress and backend_kind != "sim":
+            live = _Progress(backend, clients, plan, t0)
+            live.start()
+        backend.run_until(t0 + duration)
+        plan.revert_all()
+        backend.run_until(backend.now() + scenario.settle)
+        if workload is not None:
+            final = workload.record_final(clients.run_final(workload.final_ops()))
+        history.close(backend.now())
+        trace = merge_trace(backend.trace_events(), plan.events)
+        logs = backend.node_logs()
+        notes = list(backend.notes())
+    finally:
+        if live is not None:
+            live.stop()
+        backend.stop()
+    resolved = report.resolved_scenario(scenario, seed, backend_kind)
+    report.write_data(run_dir, resolved, trace, history.events, final, logs)
+    data = RunData(scenario=resolved, trace=trace, history=history.events, final=final,
+                   time_limit=time_limit)
+    verdicts, code = run_checks(check_names(scenario), data, scenario.expect)
+    stats = report.run_stats(trace, history.events, clients.counts, plan.events)
+    result = RunResult(scenario, backend_kind, seed, run_dir, verdicts, code, stats, resolved,
+                       trace, history.events, final, notes)
+    report.write_report(result)
+    if not quiet:
+        print(report.summary(result), flush=True)
+    return result
+
+
+def merge_trace(backend_events: list[dict[str, Any]],
+                lab_events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The backend's events and the plan's, ordered by (ts, node); ties keep each list's order."""
+    return merge([backend_events, lab_events])
+
+
+class _Progress:
+    """A one-line live status (rich) for runs in real time."""
+
+    def __init__(self, backend: Backend, clients: Clients, plan: FaultPlan, t0: float) -> None:
+        self.backend, self.clients, self.plan, self.t0 = backend, clients, plan, t0
+        self.live: Any = None
+        self.stopped = False
+
+    def start(self) -> None:
+        try:
+            from rich.console import Console
+            from rich.live import Live
+        except ImportError:
+            return
+        self.live = Live(self._text(), console=Console(file=sys.stderr), transient=True,
+                         auto_refresh=False)
+        self.live.start()
+        self.backend.call_at(self.backend.now() + PROGRESS_EVERY, self._tick)
+
+    def _text(self) -> str:
+        c = self.clients.counts
+        leader = self.plan.targets.leader() if self.live is not None else None
+        faults = ", ".join(self.plan.active()) or "none"
+        return (f"{self.backend.now() - self.t0:6.1f}s  ok {c['ok']}  fail {c['fail']}  "
+                f"info {c['info']}  leader {leader or '-'}  faults: {faults}")
+
+    def _tick(self) -> None:
+        if self.stopped or self.live is None:
+            return
+        self.live.update(self._text(), refresh=True)
+        self.backend.call_at(self.backend.now() + PROGRESS_EVERY, self._tick)
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.live is not None:
+            self.live.stop()

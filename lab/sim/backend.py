@@ -1,0 +1,400 @@
+"""The simulator: every node a core object in this process, on one virtual clock.
+
+Everything that happens is an entry ``(time, seq, fn, args)`` on one heap;
+``seq`` is a counter, so entries due at the same instant run in the order
+they were scheduled and a run is a pure function of the scenario and the
+seed. Nothing here reads the wall clock or hashes a string.
+
+Node faults:
+
+* ``crash``: the core, its timers and the messages held for it are gone;
+  messages that arrive while it is down are dropped (``node_down``) and the
+  client requests it had taken are never answered. Its ``MemoryStorage``
+  survives, as a disk would.
+* ``restart``: a fresh core over the same storage, a fresh rng for the new
+  incarnation, ``start()``, and a ``recovered`` log event.
+* ``pause`` (SIGSTOP): nothing runs, but nothing is lost either -- messages,
+  timers and requests that come due are held, as the kernel buffers them,
+  and ``resume`` runs them in the order they came due.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import msgpack
+
+from lab.backends.base import Backend, Cut
+from lab.errors import BackendError, ProtocolError
+from lab.scenario import LinkParams, Scenario
+from lab.sim.network import NetworkModel
+from nodes.protocols import get as get_protocol
+from nodes.protocols.core import Core, Tunables, build_config
+from nodes.storage import MemoryStorage
+
+UP, PAUSED, DOWN = "up", "paused", "down"
+_TOP_LEVEL = frozenset({"mid", "type", "peer"})   # trace fields that are not `data` (docs/trace.md)
+
+# Bodies cross the simulated wire as msgpack, as they do on the real one: a core
+# cannot share mutable state with a peer, and a body the wire could not carry fails here first.
+_pack = msgpack.Packer(use_bin_type=True).pack
+_unpackb = msgpack.unpackb
+
+
+def _unpack(data: bytes) -> Any:
+    return _unpackb(data, raw=False)
+
+
+class _Node:
+    """What the simulator keeps of a node across incarnations."""
+
+    __slots__ = ("name", "state", "storage", "lc", "incarnation", "ctx", "core", "held", "timers")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.state = DOWN
+        self.storage = MemoryStorage()          # the node's disk: survives crashes
+        self.lc = 0                             # Lamport clock; monotonic over the node's whole life
+        self.incarnation = 0
+        self.ctx: SimContext | None = None
+        self.core: Core | None = None
+        self.held: list[tuple[Callable[..., None], tuple[Any, ...]]] = []   # work that came due while paused
+        self.timers: dict[str, int] = {}        # name -> generation of the one pending timer
+
+
+class SimContext:
+    """The :class:`nodes.protocols.core.Context` of one incarnation of one node."""
+
+    def __init__(self, sim: SimBackend, slot: _Node) -> None:
+        self._sim = sim
+        self._slot = slot
+        self.node = slot.name
+        self.nodes: Mapping[str, Mapping[str, Any]] = sim._node_specs_view
+        self.storage = slot.storage
+        # str seeds are hashed with sha512 by random.Random: the same in every process.
+        self.rng = random.Random(f"{sim.seed}/node/{slot.name}/{slot.incarnation}")
+
+    def now(self) -> float:
+        return self._sim._now
+
+    def send(self, dst: str, type: str, body: dict[str, Any]) -> None:
+        self._sim._send(self._slot, dst, type, body)
+
+    def set_timer(self, name: str, after: float) -> None:
+        sim = self._sim
+        sim._seq += 1
+        gen = sim._seq
+        self._slot.timers[name] = gen
+        heapq.heappush(sim._heap, (sim._now + max(after, 0.0), gen, sim._fire, (self._slot, name, gen)))
+
+    def cancel_timer(self, name: str) -> None:
+        self._slot.timers.pop(name, None)
+
+    def reply(self, client: str, result: dict[str, Any]) -> None:
+        self._sim._reply(self._slot, client, result)
+
+    def trace(self, ev: str, **fields: Any) -> None:
+        self._sim._trace(self._slot, ev, fields)
+
+
+class SimBackend(Backend):
+    kind = "sim"
+
+    #: events at one virtual instant before the run is declared a livelock
+    max_same_instant = 1_000_000
+
+    def __init__(self, scenario: Scenario, seed: int, workdir: str, *,
+                 core: type[Core] | None = None) -> None:
+        """``core`` overrides the registry's class for ``scenario.protocol`` (test cores, variants)."""
+        super().__init__(scenario, seed, workdir)
+        try:
+            self._core_cls = core or get_protocol(scenario.protocol)
+        except KeyError as e:
+            raise BackendError(str(e.args[0])) from None
+        self._config: Tunables = build_config(self._core_cls, scenario.config)
+        self._node_specs = {n.name: n.as_dict() for n in scenario.nodes}
+        self._node_specs_view = MappingProxyType(self._node_specs)
+        self._nodes = {name: _Node(name) for name in self._node_specs}
+        self.network = NetworkModel(scenario.network, random.Random(f"{seed}/network"))
+        self._client_delay = scenario.network.default.delay
+        self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._seq = 0
+        self._now = 0.0
+        self._mid = 0
+        self._client_seq = 0
+        self._clients: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {}  # handle -> (on_result, node)
+        self._events: list[dict[str, Any]] = []
+        self._started = False
+        self.counters = {"sent": 0, "delivered": 0, "dropped": 0, "timers": 0, "requests": 0, "replies": 0}
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        for slot in self._nodes.values():
+            self._boot(slot, "started")
+
+    def stop(self) -> None:
+        self._heap.clear()
+
+    # -- time ------------------------------------------------------------------
+    def now(self) -> float:
+        return self._now
+
+    def call_at(self, t: float, fn: Callable[[], None]) -> None:
+        self._push(max(t, self._now), fn, ())
+
+    def run_until(self, t: float) -> None:
+        heap = self._heap
+        pop = heapq.heappop
+        last, streak, limit = self._now, 0, self.max_same_instant
+        while heap and heap[0][0] <= t:
+            when, _, fn, args = pop(heap)
+            if when == last:
+                streak += 1
+                if streak > limit:
+                    raise BackendError(f"sim: more than {limit} events at t={when:.6f}s "
+                                       "without time moving (a timer or message loop with zero delay?)")
+            else:
+                last, streak = when, 0
+            self._now = when
+            fn(*args)
+        if t > self._now:
+            self._now = t
+
+    def _push(self, t: float, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, fn, args))
+
+    # -- clients -----------------------------------------------------------------
+    def submit(self, node: str, op: dict[str, Any], on_result: Callable[[dict[str, Any]], None]) -> None:
+        slot = self._slot(node)
+        self._client_seq += 1
+        handle = f"c{self._client_seq}"
+        self._push(self._now + self._client_delay, self._arrive_request,
+                   (slot, handle, self._encode(op, "client op"), on_result))
+
+    def status(self, node: str) -> dict[str, Any] | None:
+        slot = self._slot(node)
+        if slot.state != UP or slot.core is None:
+            return None
+        return slot.core.status()
+
+    # -- faults --------------------------------------------------------------------
+    def set_cuts(self, cuts: frozenset[Cut]) -> str:
+        for src, dst in cuts:
+            self._slot(src), self._slot(dst)
+        self.network.set_cuts(cuts)
+        return "sim"
+
+    def set_link(self, src: str, dst: str, params: LinkParams) -> str:
+        self._slot(src), self._slot(dst)
+        try:
+            self.network.set_link(src, dst, params)
+        except ValueError as e:
+            raise BackendError(f"sim: link {src}->{dst}: {e}") from None
+        return "sim"
+
+    def crash(self, node: str) -> None:
+        slot = self._slot(node)
+        if slot.state == DOWN:
+            return
+        held, slot.held = slot.held, []
+        slot.state = DOWN
+        slot.core = slot.ctx = None
+        slot.timers.clear()
+        for fn, args in held:
+            # Buffered messages die with the process; say so, so every send has its end.
+            if fn == self._deliver:
+                self._drop_at(slot, args, "node_down")
+        for handle in [h for h, (_, owner) in self._clients.items() if owner == slot.name]:
+            del self._clients[handle]
+
+    def restart(self, node: str) -> None:
+        slot = self._slot(node)
+        if slot.state != DOWN:
+            self.crash(node)    # like `docker restart`: a running node is killed first
+        slot.incarnation += 1
+        self._boot(slot, "recovered")
+
+    def pause(self, node: str) -> None:
+        slot = self._slot(node)
+        if slot.state == UP:
+            slot.state = PAUSED
+
+    def resume(self, node: str) -> None:
+        slot = self._slot(node)
+        if slot.state != PAUSED:
+            return
+        slot.state = UP
+        held, slot.held = slot.held, []
+        for fn, args in held:
+            self._push(self._now, fn, args)
+
+    # -- results ---------------------------------------------------------------------
+    def trace_events(self) -> list[dict[str, Any]]:
+        return sorted(self._events, key=lambda e: (e["ts"], e["node"]))
+
+    def node_state(self, node: str) -> str:
+        """``up``, ``paused`` or ``down``: for tests and the runner's target resolution."""
+        return self._slot(node).state
+
+    def storage(self, node: str) -> MemoryStorage:
+        """The node's durable storage (survives crashes), for tests and final inspection."""
+        return self._slot(node).storage
+
+    def core(self, node: str) -> Core | None:
+        """The running core object of ``node`` (None when down), for white-box tests."""
+        return self._slot(node).core
+
+    def notes(self) -> list[str]:
+        c = self.counters
+        return [f"sim: {c['sent']} messages sent, {c['delivered']} delivered, {c['dropped']} dropped; "
+                f"{c['timers']} timers fired; {c['requests']} requests, {c['replies']} replies"]
+
+    # -- internals -------------------------------------------------------------------------
+    def _slot(self, node: str) -> _Node:
+        try:
+            return self._nodes[node]
+        except KeyError:
+            raise BackendError(f"sim: no node named {node!r} (nodes: {', '.join(self._nodes)})") from None
+
+    def _boot(self, slot: _Node, msg: str) -> None:
+        slot.ctx = SimContext(self, slot)
+        slot.core = self._core_cls(slot.ctx, self._config)
+        slot.state = UP
+        slot.timers.clear()
+        self._trace(slot, "log", {"msg": msg})
+        self._run(slot, slot.core.start, ())
+
+    def _run(self, slot: _Node, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except Exception as e:
+            e.add_note(f"in node {slot.name} ({fn.__qualname__}) at sim time {self._now:.6f}s, seed {self.seed}")
+            raise
+
+    def _encode(self, value: Any, what: str) -> bytes:
+        try:
+            return _pack(value)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise ProtocolError(f"sim: {what} cannot go on the wire (msgpack: {e}): {value!r}") from None
+
+    def _trace(self, slot: _Node, ev: str, fields: dict[str, Any]) -> None:
+        slot.lc += 1
+        event: dict[str, Any] = {"ts": round(self._now, 6), "node": slot.name, "lc": slot.lc, "ev": ev}
+        data = fields.pop("data", None)
+        data = dict(data) if data else {}
+        for key, value in fields.items():
+            if key in _TOP_LEVEL:
+                event[key] = value
+            else:
+                data[key] = value
+        if data:
+            event["data"] = data
+        self._events.append(event)
+
+    def _send(self, slot: _Node, dst: str, type: str, body: dict[str, Any]) -> None:
+        target = self._nodes.get(dst)
+        if target is None:
+            raise ProtocolError(f"sim: {slot.name} sent {type!r} to unknown node {dst!r}")
+        try:
+            payload = _pack(body)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise ProtocolError(f"sim: {slot.name} sent a {type!r} body the wire cannot carry "
+                                f"(msgpack: {e}): {body!r}") from None
+        self._mid += 1
+        mid = self._mid
+        lc = slot.lc = slot.lc + 1
+        now = self._now
+        ts = round(now, 6)
+        src = slot.name
+        self._events.append({"ts": ts, "node": src, "lc": lc, "ev": "send", "mid": mid, "type": type, "peer": dst})
+        self.counters["sent"] += 1
+        reason, arrivals = self.network.transmit(src, dst, now, len(payload))
+        if reason is not None:
+            lc = slot.lc = lc + 1
+            self._events.append({"ts": ts, "node": src, "lc": lc, "ev": "drop", "mid": mid, "type": type,
+                                 "peer": dst, "data": {"reason": reason}})
+            self.counters["dropped"] += 1
+            return
+        heap = self._heap
+        push = heapq.heappush
+        msg = (target, src, mid, type, payload, lc)
+        for arrival in arrivals:
+            self._seq += 1
+            push(heap, (arrival, self._seq, self._deliver, msg))
+
+    def _deliver(self, target: _Node, src: str, mid: int, type: str, payload: bytes, lc: int) -> None:
+        state = target.state
+        if state is not UP:
+            if state is PAUSED:
+                target.held.append((self._deliver, (target, src, mid, type, payload, lc)))
+            else:
+                self._drop_at(target, (target, src, mid, type, payload, lc), "node_down")
+            return
+        core = target.core
+        if type not in core.message_types:
+            self._drop_at(target, (target, src, mid, type, payload, lc), "unknown_type")
+            return
+        lc = target.lc = (lc if lc > target.lc else target.lc) + 1
+        self._events.append({"ts": round(self._now, 6), "node": target.name, "lc": lc, "ev": "recv",
+                             "mid": mid, "type": type, "peer": src})
+        self.counters["delivered"] += 1
+        try:
+            core.handle_message(src, type, _unpack(payload))
+        except Exception as e:
+            e.add_note(f"in node {target.name} handling {type!r} from {src} at sim time "
+                       f"{self._now:.6f}s, seed {self.seed}")
+            raise
+
+    def _drop_at(self, target: _Node, msg: tuple[Any, ...], reason: str) -> None:
+        """A message that reached ``target`` but was not taken in: traced where it died."""
+        _, src, mid, type, _, _ = msg
+        target.lc += 1
+        self._events.append({"ts": round(self._now, 6), "node": target.name, "lc": target.lc, "ev": "drop",
+                             "mid": mid, "type": type, "peer": src, "data": {"reason": reason}})
+        self.counters["dropped"] += 1
+
+    def _fire(self, slot: _Node, name: str, gen: int) -> None:
+        if slot.timers.get(name) != gen:
+            return              # cancelled, replaced, or set by an incarnation that crashed
+        if slot.state is PAUSED:
+            slot.held.append((self._fire, (slot, name, gen)))
+            return
+        del slot.timers[name]
+        slot.lc += 1
+        self._events.append({"ts": round(self._now, 6), "node": slot.name, "lc": slot.lc, "ev": "timer",
+                             "type": name})
+        self.counters["timers"] += 1
+        self._run(slot, slot.core.handle_timer, (name,))
+
+    def _arrive_request(self, slot: _Node, handle: str, op_bytes: bytes,
+                        on_result: Callable[[dict[str, Any]], None]) -> None:
+        if slot.state is not UP:
+            if slot.state is PAUSED:
+                slot.held.append((self._arrive_request, (slot, handle, op_bytes, on_result)))
+            return              # a down node never answers; the runner times the op out
+        self._clients[handle] = (on_result, slot.name)
+        op = _unpack(op_bytes)
+        self._trace(slot, "request", {"client": handle, "op": _unpack(op_bytes)})
+        self.counters["requests"] += 1
+        self._run(slot, slot.core.handle_request, (handle, op))
+
+    def _reply(self, slot: _Node, client: str, result: dict[str, Any]) -> None:
+        payload = self._encode(result, f"{slot.name}'s reply")
+        self._trace(slot, "reply", {"client": client, "result": _unpack(payload)})
+        entry = self._clients.pop(client, None)
+        if entry is None:
+            return              # answered already, or its node crashed since: the client is gone
+        self.counters["replies"] += 1
+        self._push(self._now + self._client_delay, self._answer, (entry[0], payload))
+
+    @staticmethod
+    def _answer(on_result: Callable[[dict[str, Any]], None], payload: bytes) -> None:
+        on_result(_unpack(payload))

@@ -1,0 +1,76 @@
+"""trace.jsonl: writing, reading and merging trace events (docs/trace.md).
+
+The file form is canonical -- keys sorted, compact separators, ``ts``
+rounded to the microsecond -- so the simulator writes byte-identical files
+for one seed, and ``diff`` between two runs shows where they part.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from lab.errors import CheckError
+
+_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=lambda o: _jsonable(o))
+
+
+def _jsonable(value: Any) -> Any:
+    """Values a core may trace that JSON has no word for."""
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)   # sorted: set order differs between processes
+    raise TypeError(f"trace values must be JSON-like, got {type(value).__name__}: {value!r}")
+
+
+def _sort_key(event: dict[str, Any]) -> tuple[float, str]:
+    return (event["ts"], event["node"])
+
+
+def encode_event(event: dict[str, Any]) -> str:
+    """One event as its canonical line (without the newline)."""
+    ts = event.get("ts")
+    if isinstance(ts, float) and round(ts, 6) != ts:
+        event = {**event, "ts": round(ts, 6)}
+    return _encoder.encode(event)
+
+
+def write_trace(events: Iterable[dict[str, Any]], path: str | os.PathLike[str]) -> int:
+    """Write ``events`` (already in order) to ``path`` as JSON lines; returns how many."""
+    n = 0
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for event in events:
+            f.write(encode_event(event))
+            f.write("\n")
+            n += 1
+    return n
+
+
+def read_trace(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The events of a trace.jsonl; a line that is not a JSON object is a CheckError naming it."""
+    events = []
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as e:
+        raise CheckError(f"{path}: cannot read trace: {e.strerror}") from None
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CheckError(f"{path}:{lineno}: not JSON: {e.msg}") from None
+            if not isinstance(event, dict) or "ts" not in event or "node" not in event:
+                raise CheckError(f"{path}:{lineno}: a trace event needs at least ts and node")
+            events.append(event)
+    return events
+
+
+def merge(event_lists: Iterable[Iterable[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """All events sorted by ``(ts, node)``; ties keep the order of the lists, then within each."""
+    return sorted(itertools.chain.from_iterable(event_lists), key=_sort_key)

@@ -1,0 +1,205 @@
+"""The agent's durable storage: an append-only msgpack write-ahead log, fsync'd on flush().
+
+Layout of ``<dir>/wal``: a sequence of records, each ``len:u32 crc32:u32 payload``
+(little-endian), where ``payload`` is a msgpack list ``[op, name, arg]``:
+
+* ``["put", key, value]``
+* ``["append", log, [entries...]]``
+* ``["trunc", log, length]``
+* ``["snap", kv, logs]`` -- only ever first, written by compaction
+
+The length and checksum let recovery tell a torn or garbled tail (a write cut by
+SIGKILL or power loss) from good records: it keeps every record before the first
+bad one and cuts the file there, so appends continue from a clean end.
+
+Writes are buffered until :meth:`FileStorage.flush`, which does one ``write`` and
+one ``fsync`` for everything since the last flush: the agent calls it once per
+event-loop iteration (group commit), before any message or reply leaves.
+
+Values come back as a fresh msgpack round-trip of what was written, so a core sees
+the same types (lists, not tuples) before and after a restart, and cannot change
+stored state by mutating what it read.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from typing import Any
+
+import msgpack
+
+_HEADER = struct.Struct("<II")
+_MAX_RECORD = 256 * 1024 * 1024   # a length above this is garbage, not a record
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+class FileStorage:
+    """Implements nodes.protocols.core.Storage on ``<dir>/wal``."""
+
+    def __init__(self, directory: str, *, compact_bytes: int = 64 * 1024 * 1024, fsync: bool = True) -> None:
+        self.dir = directory
+        self.path = os.path.join(directory, "wal")
+        self.compact_bytes = compact_bytes       # compact once the WAL grows past this (0: never)
+        self.fsync_enabled = fsync               # False only for tests that measure other things
+        self._kv: dict[str, bytes] = {}          # key -> packed value
+        self._logs: dict[str, list[Any]] = {}
+        self._pending: list[bytes] = []
+        self.recovered_records = 0
+        self.torn_bytes = 0                      # bytes cut from the tail at recovery
+        self.fsyncs = 0
+        self.bytes_written = 0
+        os.makedirs(directory, exist_ok=True)
+        self._recover()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._size = os.fstat(self._fd).st_size
+
+    # -- Storage protocol -------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        packed = self._kv.get(key)
+        return default if packed is None else _unpack(packed)
+
+    def put(self, key: str, value: Any) -> None:
+        packed = _pack(value)
+        self._kv[key] = packed
+        self._record(["put", key, value])
+
+    def log_append(self, name: str, entries: list[Any]) -> None:
+        if not entries:
+            return
+        rec = _pack(["append", name, entries])
+        # The stored copy is decoded from the record itself: one encode serves both.
+        self._logs.setdefault(name, []).extend(_unpack(rec)[2])
+        self._pending.append(self._frame(rec))
+
+    def log_truncate(self, name: str, length: int) -> None:
+        log = self._logs.setdefault(name, [])
+        if length >= len(log):
+            return
+        del log[length:]
+        self._record(["trunc", name, length])
+
+    def log_read(self, name: str) -> list[Any]:
+        # Entries are only ever replaced, never mutated in place, so a shallow copy
+        # is enough for the list; cores treat entries as values.
+        return list(self._logs.get(name, []))
+
+    # -- durability -----------------------------------------------------------------
+    @property
+    def dirty(self) -> bool:
+        return bool(self._pending)
+
+    def flush(self) -> bool:
+        """Write and fsync everything since the last flush. Returns whether there was anything."""
+        if not self._pending:
+            return False
+        data = b"".join(self._pending)
+        self._pending.clear()
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        if self.fsync_enabled:
+            os.fsync(self._fd)
+        self.fsyncs += 1
+        self.bytes_written += len(data)
+        self._size += len(data)
+        if self.compact_bytes and self._size > self.compact_bytes:
+            self.compact()
+        return True
+
+    def compact(self) -> None:
+        """Rewrite the WAL as one snapshot record (write, fsync, rename, fsync the directory)."""
+        self.flush_pending_only()
+        snap = _pack(["snap", {k: _unpack(v) for k, v in self._kv.items()}, self._logs])
+        tmp = self.path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, self._frame(snap))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        self._fsync_dir()
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._size = os.fstat(self._fd).st_size
+
+    def flush_pending_only(self) -> None:
+        if self._pending:
+            saved, self.compact_bytes = self.compact_bytes, 0
+            try:
+                self.flush()
+            finally:
+                self.compact_bytes = saved
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self.flush_pending_only()
+            os.close(self._fd)
+            self._fd = -1
+
+    # -- internals --------------------------------------------------------------------
+    def _record(self, rec: list[Any]) -> None:
+        self._pending.append(self._frame(_pack(rec)))
+
+    @staticmethod
+    def _frame(payload: bytes) -> bytes:
+        return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+    def _apply(self, rec: list[Any]) -> None:
+        op, name, arg = rec
+        if op == "put":
+            self._kv[name] = _pack(arg)
+        elif op == "append":
+            self._logs.setdefault(name, []).extend(arg)
+        elif op == "trunc":
+            del self._logs.setdefault(name, [])[arg:]
+        elif op == "snap":
+            self._kv = {k: _pack(v) for k, v in name.items()}
+            self._logs = {k: list(v) for k, v in arg.items()}
+        else:
+            raise ValueError(f"unknown WAL record {op!r}")
+
+    def _recover(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return
+        pos, good = 0, 0
+        while pos + _HEADER.size <= len(data):
+            length, crc = _HEADER.unpack_from(data, pos)
+            end = pos + _HEADER.size + length
+            if length > _MAX_RECORD or end > len(data):
+                break
+            payload = data[pos + _HEADER.size:end]
+            if zlib.crc32(payload) != crc:
+                break
+            try:
+                self._apply(_unpack(payload))
+            except Exception:  # noqa: BLE001 -- a record that does not decode ends the good prefix
+                break
+            pos = good = end
+            self.recovered_records += 1
+        if good < len(data):
+            self.torn_bytes = len(data) - good
+            with open(self.path, "r+b") as f:
+                f.truncate(good)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

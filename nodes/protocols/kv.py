@@ -1,0 +1,116 @@
+"""The key-value state machine a replicated log drives (Raft's, and any other core's).
+
+Pure and deterministic: ``apply(op)`` changes state only as a function of the
+ops applied before it, so every replica that applies the same log holds the
+same data and gives the same answers. Results follow the history contract of
+DESIGN.md: ``read`` answers the value or ``None`` when absent; ``cas`` takes
+``value == [expected, new]`` and a failed compare is
+``{"type": "fail", "error": "cas_mismatch"}``. An absent key compares as
+``None``, so ``cas [null, v]`` creates a key (the linearizability checker's
+model agrees).
+
+Exactly-once: an op that carries ``client`` and ``seq`` is remembered with
+its result, and a retry of it (the client did not hear the answer and sent it
+again, perhaps to a new leader) is answered from that table instead of being
+applied twice. The table keeps the newest ``DEDUP_WINDOW`` results of each
+client; a retry older than that is answered ``info`` (it may have happened),
+never applied again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+OPS = frozenset({"read", "write", "cas", "delete"})
+DEDUP_WINDOW = 1024          # results remembered per client (clients may pipeline, so not just 1)
+
+OK: dict[str, Any] = {"type": "ok"}
+CAS_MISMATCH: dict[str, Any] = {"type": "fail", "error": "cas_mismatch"}
+EXPIRED: dict[str, Any] = {"type": "info", "error": "dedup_expired"}
+
+
+def validate(op: Any) -> str | None:
+    """Why ``op`` cannot be applied, or None when it can. Checked before an op enters a log."""
+    if not isinstance(op, dict):
+        return "op is not a mapping"
+    if op.get("f") not in OPS:
+        return f"unsupported op {op.get('f')!r}"
+    if isinstance(op.get("key"), bool) or not isinstance(op.get("key"), (str, int)):
+        return "key must be a string or an integer"
+    if op["f"] == "cas":
+        v = op.get("value")
+        if not isinstance(v, (list, tuple)) or len(v) != 2:
+            return "cas value must be [expected, new]"
+    return None
+
+
+def dedup_key(op: dict[str, Any]) -> tuple[str, int] | None:
+    """(client, seq) of an op that asks for exactly-once, else None."""
+    client, seq = op.get("client"), op.get("seq")
+    if isinstance(client, str) and isinstance(seq, int) and not isinstance(seq, bool):
+        return client, seq
+    return None
+
+
+class KV:
+    """Keys to values plus the per-client table of answered requests."""
+
+    def __init__(self) -> None:
+        self.data: dict[Any, Any] = {}
+        self.sessions: dict[str, dict[int, dict[str, Any]]] = {}   # client -> seq -> result
+        self.floor: dict[str, int] = {}       # client -> seqs below this were pruned from its table
+
+    def answered(self, op: dict[str, Any]) -> dict[str, Any] | None:
+        """The remembered result of a retried op, or None if it was never applied."""
+        key = dedup_key(op)
+        if key is None:
+            return None
+        client, seq = key
+        if seq < self.floor.get(client, -1 << 62):
+            return EXPIRED
+        return self.sessions.get(client, {}).get(seq)
+
+    def apply(self, op: dict[str, Any]) -> dict[str, Any]:
+        """Apply one op (a retry is answered from the table) and return its result."""
+        seen = self.answered(op)
+        if seen is not None:
+            return seen
+        result = self._execute(op)
+        key = dedup_key(op)
+        if key is not None:
+            self._remember(key[0], key[1], result)
+        return result
+
+    def _execute(self, op: dict[str, Any]) -> dict[str, Any]:
+        f, key = op.get("f"), op.get("key")
+        if f == "read":
+            return {"type": "ok", "value": self.data.get(key)}
+        if f == "write":
+            self._set(key, op.get("value"))
+            return OK
+        if f == "cas":
+            expected, new = op["value"]
+            if self.data.get(key) != expected:
+                return CAS_MISMATCH
+            self._set(key, new)
+            return OK
+        if f == "delete":
+            self.data.pop(key, None)
+            return OK
+        return {"type": "fail", "error": f"unsupported op {f!r}"}
+
+    def _set(self, key: Any, value: Any) -> None:
+        # Writing null is the same as deleting: "absent" and None read alike.
+        if value is None:
+            self.data.pop(key, None)
+        else:
+            self.data[key] = value
+
+    def _remember(self, client: str, seq: int, result: dict[str, Any]) -> None:
+        table = self.sessions.setdefault(client, {})
+        table[seq] = result
+        if len(table) > DEDUP_WINDOW:
+            # Deterministic pruning (every replica prunes the same seqs): keep the newest half.
+            keep = sorted(table)[len(table) - DEDUP_WINDOW // 2:]
+            self.floor[client] = keep[0]
+            self.sessions[client] = {s: table[s] for s in keep}
