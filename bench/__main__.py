@@ -25,12 +25,15 @@ SECTIONS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS) + [[]])
+    parser.add_argument("sections", nargs="*", help=f"any of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--out", default="bench/results.json")
     args = parser.parse_args(argv)
     results: dict[str, object] = {"machine": {"python": platform.python_version(),
                                               "cpus": __import__("os").cpu_count()},
                                   "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    unknown = [s for s in args.sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section {unknown[0]!r} (known: {', '.join(SECTIONS)})")
     failed = False
     for name in args.sections or list(SECTIONS):
         print(f"== {name}", flush=True)

@@ -44,6 +44,7 @@ class FaultPlan:
         self.targets = TargetResolver(scenario, backend, rng)
         self.events: list[dict[str, Any]] = []
         self.cuts: dict[int, frozenset[Cut]] = {}          # step id -> the cuts it made
+        self._groups: dict[int, list[list[str]]] = {}       # step id -> its resolved groups
         self.links: dict[tuple[str, str], LinkParams] = {}  # links that differ from the scenario
         self._link_steps: dict[int, list[tuple[str, str]]] = {}
         self._crashed_by: dict[int, list[str]] = {}
@@ -109,7 +110,8 @@ class FaultPlan:
             return
         if step.action == "partition" and sid in self.cuts:
             cuts = self.cuts.pop(sid)
-            self._emit("partition", _cut_target(cuts), "revert", self.backend.set_cuts(self._all_cuts()))
+            self._emit("partition", self._groups.pop(sid), "revert",
+                       self.backend.set_cuts(self._all_cuts()), cuts=len(cuts))
         elif step.action == "crash":
             self._restart([n for n in self._crashed_by.pop(sid, []) if n in self.crashed])
         elif step.action == "pause":
@@ -123,7 +125,8 @@ class FaultPlan:
         if self.cuts:
             cuts = self._all_cuts()
             self.cuts.clear()
-            self._emit("heal", _cut_target(cuts), "revert", self.backend.set_cuts(frozenset()))
+            self._groups.clear()
+            self._emit("heal", "all", "revert", self.backend.set_cuts(frozenset()), cuts=len(cuts))
         if self.links:
             self._reset_links("heal", sorted(self.links))
         self._resume(sorted(self.paused))
@@ -136,6 +139,7 @@ class FaultPlan:
         groups = self.targets.resolve_groups(step.args, line=step.line)
         cuts = partition_cuts(groups, oneway=step.oneway)
         self.cuts[sid] = cuts
+        self._groups[sid] = groups
         mech = self.backend.set_cuts(self._all_cuts())
         self._emit("partition", groups, "apply", mech, oneway=step.oneway, cuts=len(cuts))
 
@@ -147,7 +151,8 @@ class FaultPlan:
         if what in ("all", "partition", "network"):
             cuts = self._all_cuts()
             self.cuts.clear()
-            self._emit("heal", _cut_target(cuts), "apply", self.backend.set_cuts(frozenset()))
+            self._groups.clear()
+            self._emit("heal", what, "apply", self.backend.set_cuts(frozenset()), cuts=len(cuts))
         if what in ("all", "links", "network") and self.links:
             self._reset_links("heal", sorted(self.links))
             self._link_steps.clear()
@@ -254,6 +259,3 @@ class FaultPlan:
         self.events.append({"ts": self.backend.now(), "node": "lab", "lc": 0, "ev": "fault",
                             "data": data})
 
-
-def _cut_target(cuts: frozenset[Cut]) -> list[list[str]]:
-    return [list(c) for c in sorted(cuts)]

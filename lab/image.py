@@ -91,7 +91,8 @@ def node_tag(root: Path = ROOT) -> str:
 def base_tag(root: Path = ROOT) -> str:
     """zlab's own base: depends only on the builder script and the Debian packages."""
     script = (root / "images" / "build-base.sh").read_bytes()
-    return f"{BASE_REPO}:{_digest([script, '\n'.join(DEBIAN_PACKAGES).encode()])}"
+    packages = "\n".join(DEBIAN_PACKAGES).encode()
+    return f"{BASE_REPO}:{_digest([script, packages])}"
 
 
 def build_context(root: Path = ROOT) -> bytes:

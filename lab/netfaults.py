@@ -8,7 +8,8 @@ What zlab owns inside one node's namespace, on its lab interface (``eth0``):
 
 * **Shaping** (egress, so a directed link src -> dst is shaped in src):
   one root ``htb`` qdisc, handle ``1:``, ``default 1``; class ``1:1`` carries
-  every unclassified packet unshaped. Minors ``0x2``-``0xf`` are reserved.
+  every unclassified packet unshaped (leaf ``2:``, a pfifo). Minors
+  ``0x2``-``0xf`` are reserved.
   Each shaped peer gets class ``1:<minor>`` (minor ``0x10`` + peer index,
   written in hex as tc reads it), a u32 filter on the peer's address with
   the fixed handle ``800::<minor>`` (so ``filter replace`` is idempotent),
@@ -36,6 +37,8 @@ Argv = list[str]
 DEV = "eth0"
 ROOT = "1:"
 DEFAULT_MINOR = 0x1          # class for unclassified traffic: unshaped
+DEFAULT_LEAF = "2:"          # its explicit pfifo (a container's veth has txqueuelen 0, and a
+DEFAULT_QLEN = "1000"        # default fifo sized from that would hold almost nothing)
 FIRST_PEER_MINOR = 0x10      # 0x2..0xf are reserved for zlab's later use
 MAX_PEERS = 0xFFFF - FIRST_PEER_MINOR
 UNSHAPED = "10gbit"          # an htb class must have a rate: one no lab link reaches
@@ -113,18 +116,20 @@ def leaf_kind(params: LinkParams) -> str | None:
 # -- tc builders -----------------------------------------------------------------
 
 def tc_root(dev: str = DEV) -> list[Argv]:
-    """zlab's htb root and its unshaped default class."""
+    """zlab's htb root and its unshaped default class, with an explicit fifo."""
     return [
         ["tc", "qdisc", "replace", "dev", dev, "root", "handle", ROOT, "htb",
          "default", f"{DEFAULT_MINOR:x}"],
         ["tc", "class", "replace", "dev", dev, "parent", ROOT, "classid", handle(DEFAULT_MINOR),
          "htb", "rate", UNSHAPED, "ceil", UNSHAPED, "quantum", QUANTUM,
          "burst", HTB_BURST, "cburst", HTB_BURST],
+        ["tc", "qdisc", "replace", "dev", dev, "parent", handle(DEFAULT_MINOR), "handle", DEFAULT_LEAF,
+         "pfifo", "limit", DEFAULT_QLEN],
     ]
 
 
 def tc_peer_class(minor: int, dev: str = DEV) -> Argv:
-    """A peer's class: unshaped itself; its leaf qdisc does the shaping."""
+    """A peer's class: unshaped itself; its leaf qdisc (always one) does the shaping."""
     return ["tc", "class", "replace", "dev", dev, "parent", ROOT, "classid", handle(minor),
             "htb", "rate", UNSHAPED, "ceil", UNSHAPED, "quantum", QUANTUM,
             "burst", HTB_BURST, "cburst", HTB_BURST]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,28 +269,34 @@ def workload_duration(scenario: Scenario) -> float:
     return (max(ends) + 1.0) if ends else 1.0
 
 
-def check_names(scenario: Scenario) -> list[str]:
+def check_names(checks: list[str], expect: dict[str, str], protocol: str) -> list[str]:
     """The scenario's checks, else the protocol's defaults; plus any check it only names in expect."""
-    names = list(scenario.checks)
+    names = list(checks)
     if not names:
         try:
             from nodes.protocols import get
-            names = list(get(scenario.protocol).default_checks)
+            names = list(get(protocol).default_checks)
         except (KeyError, ImportError):
             names = []
-    return names + [n for n in scenario.expect if n not in names]
+    return names + [n for n in expect if n not in names]
 
 
 def run_scenario(scenario: Scenario, backend_kind: str = "sim", seed: int | None = None,
                  out: str | Path | None = None, progress: bool = False,
-                 quiet: bool = False, time_limit: float = 30.0) -> RunResult:
-    """Run ``scenario`` on ``backend_kind`` and write its run directory; see the module doc."""
+                 quiet: bool = False, time_limit: float = 30.0, write: bool = True) -> RunResult:
+    """Run ``scenario`` on ``backend_kind`` and write its run directory; see the module doc.
+
+    ``write=False`` keeps everything in memory (schedule sweeps on the simulator): no run
+    directory is made unless ``out`` names one for the backend's own files."""
     if seed is None:
         seed = scenario.seed if scenario.seed is not None else random.SystemRandom().randrange(2**31)
     say = (lambda *_a, **_k: None) if quiet else print
     say(f"zlab: running {scenario.name} on {backend_kind} with seed {seed}", flush=True)
     seeds = derive_seeds(seed)
-    run_dir = report.make_run_dir(scenario.name, out)
+    if write:
+        run_dir = report.make_run_dir(scenario.name, out)
+    else:
+        run_dir = Path(out) if out is not None else Path(tempfile.gettempdir())
     cls = backend_class(backend_kind)
     backend: Backend = cls(scenario, seeds["backend"], str(run_dir))
     history = History()
@@ -322,14 +329,17 @@ def run_scenario(scenario: Scenario, backend_kind: str = "sim", seed: int | None
             live.stop()
         backend.stop()
     resolved = report.resolved_scenario(scenario, seed, backend_kind)
-    report.write_data(run_dir, resolved, trace, history.events, final, logs)
+    if write:
+        report.write_data(run_dir, resolved, trace, history.events, final, logs)
     data = RunData(scenario=resolved, trace=trace, history=history.events, final=final,
                    time_limit=time_limit)
-    verdicts, code = run_checks(check_names(scenario), data, scenario.expect)
-    stats = report.run_stats(trace, history.events, clients.counts, plan.events)
+    verdicts, code = run_checks(
+        check_names(scenario.checks, scenario.expect, scenario.protocol), data, scenario.expect)
+    stats = report.run_stats(trace, history.events, clients.counts)
     result = RunResult(scenario, backend_kind, seed, run_dir, verdicts, code, stats, resolved,
                        trace, history.events, final, notes)
-    report.write_report(result)
+    if write:
+        report.write_report(result)
     if not quiet:
         print(report.summary(result), flush=True)
     return result

@@ -245,3 +245,26 @@ def test_decode_raises_only_wireerror_on_truncations_and_flips(e, data):
             decode(candidate, lab="lab1", types={"t"})
         except WireError as err:
             assert err.reason in DROP_REASONS
+
+
+field_values = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | \
+    st.text(max_size=300) | st.binary(max_size=70) | st.lists(st.integers(-9, 9), max_size=2) | \
+    st.dictionaries(st.text(max_size=3) | st.binary(max_size=3), st.integers(-9, 9), max_size=2)
+near_envelopes = st.fixed_dictionaries(
+    {}, optional={k: field_values | st.just(good) for k, good in
+                  [("v", 1), ("lab", "lab1"), ("src", "n1"), ("dst", "n2"), ("id", "m"),
+                   ("type", "t"), ("body", {}), ("lc", 3), ("sig", b"s" * 64), ("x", 1)]})
+
+
+@settings(max_examples=400, deadline=None)
+@given(near_envelopes)
+def test_decode_raises_only_wireerror_on_envelope_like_maps(m):
+    data = msgpack.packb(m, use_bin_type=True)
+    try:
+        got = decode(data, lab="lab1", types={"t"})
+    except WireError as e:
+        assert e.reason in DROP_REASONS
+    else:
+        # Whatever passes is a well-formed envelope of this lab and a known type.
+        assert got.lab == "lab1" and got.type == "t" and isinstance(got.body, dict)
+        assert decode(encode(got)) == got

@@ -19,6 +19,7 @@ never. ``info`` reads constrain nothing and are dropped.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,39 @@ def _kv_step(state: str | None, s: _Step) -> tuple[bool, str | None]:
     return True, None
 
 
+def _kv_prune(ops: Sequence[Op], steps: Sequence[_Step]) -> list[int]:
+    """Indices of info ops that can be left out without changing the verdict.
+
+    An info op whose resulting value nobody ever observes (no ok read returns
+    it, no cas expects it) can always be dropped from a linearization: until
+    the next overwrite nothing may depend on that value. Unique written values
+    make most info writes such, and each one left out halves the search.
+    """
+    observed = {s.a for op, s in zip(ops, steps, strict=True)
+                if (s.kind == READ and op.outcome != INFO) or s.kind == CAS}
+    out = []
+    for i, (op, s) in enumerate(zip(ops, steps, strict=True)):
+        if op.outcome == INFO:
+            new = s.b if s.kind == CAS else (None if s.kind == DELETE else s.a)
+            if new not in observed:
+                out.append(i)
+    return out
+
+
+def _kv_impossible(ops: Sequence[Op], steps: Sequence[_Step]) -> int | None:
+    """An ok op that needs a value no write invoked before its return could produce."""
+    first_write: dict[str | None, float] = {None: 0.0}      # the initial value is absent
+    for op, s in zip(ops, steps, strict=True):
+        new = s.b if s.kind == CAS else (None if s.kind == DELETE else s.a)
+        if s.kind != READ and op.invoke_ts < first_write.get(new, float("inf")):
+            first_write[new] = op.invoke_ts
+    for i, (op, s) in enumerate(zip(ops, steps, strict=True)):
+        if op.outcome != INFO and s.kind in (READ, CAS):
+            if first_write.get(s.a, float("inf")) > op.complete_ts:
+                return i
+    return None
+
+
 @dataclass(frozen=True)
 class Model:
     name: str
@@ -89,9 +123,13 @@ class Model:
     compile: Callable[[Op], Any]
     step: Callable[[Any, Any], tuple[bool, Any]]
     show_state: Callable[[Any], Any]
+    prune: Callable[[Sequence[Op], Sequence[Any]], list[int]] = lambda ops, steps: []
+    impossible: Callable[[Sequence[Op], Sequence[Any]], int | None] = lambda ops, steps: None
 
 
-MODELS: dict[str, Model] = {"kv": Model("kv", None, _kv_compile, _kv_step, _uncanon)}
+MODELS: dict[str, Model] = {
+    "kv": Model("kv", None, _kv_compile, _kv_step, _uncanon, _kv_prune, _kv_impossible),
+}
 
 
 @dataclass
@@ -110,9 +148,28 @@ class _OutOfTime(Exception):
 def check_key(ops: Sequence[Op], model: Model, deadline: float,
               max_states: int = MAX_STATES) -> KeyResult:
     """Decide whether one key's operations (no ``fail`` ops) are linearizable."""
-    n = len(ops)
     steps = [model.compile(op) for op in ops]
+    bad = model.impossible(ops, steps)
+    if bad is not None:
+        return KeyResult(VIOLATED, "", len(ops), 0, {
+            "reason": "needs a value that no operation invoked before it returned could have written",
+            "prefix_length": 0, "prefix": [], "state": None,
+            "stuck": ops[bad].as_dict(), "concurrent": []})
+    pruned = set(model.prune(ops, steps))
+    if pruned:
+        ops = [op for i, op in enumerate(ops) if i not in pruned]
+        steps = [st for i, st in enumerate(steps) if i not in pruned]
+    n = len(ops)
     required = [0 if op.outcome == INFO else 1 for op in ops]
+    # Info ops that do the same thing are interchangeable, so they are applied in
+    # invocation order only (an exchange argument: any linearization using k of them can
+    # use the k earliest-invoked instead). That turns subsets into counts.
+    after: list[int] = [-1] * n          # for info op i: the earlier equal info op, or -1
+    last_same: dict[Any, int] = {}
+    for i in sorted(range(n), key=lambda i: ops[i].invoke_ts):
+        if not required[i]:
+            after[i] = last_same.get(steps[i], -1)
+            last_same[steps[i]] = i
     # Entries 0..n-1 are calls, n..2n-1 returns (info ops have none). Calls sort before
     # returns at equal ts: touching intervals count as concurrent, the lenient reading.
     entries = [(op.invoke_ts, 0, i) for i, op in enumerate(ops)]
@@ -143,12 +200,18 @@ def check_key(ops: Sequence[Op], model: Model, deadline: float,
 
     step = model.step
     state = model.init
+    # The set of linearized ops is cached as a 128-bit Zobrist hash (XOR of one random
+    # word per op), not a bitset: constant size and O(1) to update however long the
+    # history. Two different sets collide with probability 2**-128 per pair.
+    words = random.Random(0x5EED)        # fixed seed: a history is always searched the same way
+    zobrist = [words.getrandbits(128) for _ in range(n)]
+    done = bytearray(n)
     linearized = 0
     remaining = sum(required)
     stack: list[tuple[int, Any]] = []
     cache: set[tuple[int, Any]] = set()
     best_len = -1
-    best: dict[str, Any] = {}
+    best: tuple[Any, ...] = ()
     counter = 0
     e = nxt[head]
     while remaining:
@@ -159,13 +222,17 @@ def check_key(ops: Sequence[Op], model: Model, deadline: float,
             if len(cache) > max_states:
                 return KeyResult(UNKNOWN, f"more than {max_states} configurations", n, len(cache))
         if e < n:                                  # a call: try to linearize it here
+            a = after[e]
             ok, new = step(state, steps[e])
+            if a >= 0 and not done[a]:
+                ok = False
             if ok:
-                config = (linearized | (1 << e), new)
+                config = (linearized ^ zobrist[e], new)
                 if config not in cache:
                     cache.add(config)
                     stack.append((e, state))
                     linearized, state = config
+                    done[e] = 1
                     lift(e)
                     remaining -= required[e]
                     e = nxt[head]
@@ -175,33 +242,39 @@ def check_key(ops: Sequence[Op], model: Model, deadline: float,
         # A return whose op is not linearized: this order is dead, undo the last choice.
         if len(stack) > best_len:
             best_len = len(stack)
-            best = _frontier(ops, model, stack, state, e - n, head, nxt, n)
+            best = _frontier(stack, state, e - n, head, nxt, n)
         if not stack:
-            return KeyResult(VIOLATED, "", n, len(cache), best)
+            return KeyResult(VIOLATED, "", n, len(cache), _counterexample(ops, model, best))
         e, state = stack.pop()
-        linearized &= ~(1 << e)
+        linearized ^= zobrist[e]
+        done[e] = 0
         remaining += required[e]
         unlift(e)
         e = nxt[e]
     return KeyResult(HOLDS, "", n, len(cache))
 
 
-def _frontier(ops: Sequence[Op], model: Model, stack: list[tuple[int, Any]], state: Any,
-              stuck: int, head: int, nxt: list[int], n: int) -> dict[str, Any]:
-    """The counterexample at the deepest point: what was linearized, and what could not follow."""
+def _frontier(stack: list[tuple[int, Any]], state: Any, stuck: int, head: int,
+              nxt: list[int], n: int) -> tuple[Any, ...]:
+    """A cheap snapshot of the deepest point (it may be taken often): the last ops
+    linearized, the state, the op that could not be, and the calls still open before it."""
     pending = []
     e = nxt[head]
-    while e != stuck + n and e < 2 * n:
-        if e < n:
+    while e != stuck + n and e < 2 * n and len(pending) <= SHOW_OPS:
+        if e < n and e != stuck:
             pending.append(e)
         e = nxt[e]
-    prefix = [i for i, _ in stack]
+    return len(stack), [i for i, _ in stack[-SHOW_OPS:]], state, stuck, pending
+
+
+def _counterexample(ops: Sequence[Op], model: Model, best: tuple[Any, ...]) -> dict[str, Any]:
+    length, tail, state, stuck, pending = best
     return {
-        "prefix_length": len(prefix),
-        "prefix": [ops[i].as_dict() for i in prefix[-SHOW_OPS:]],
+        "prefix_length": length,
+        "prefix": [ops[i].as_dict() for i in tail],
         "state": model.show_state(state),
         "stuck": ops[stuck].as_dict(),
-        "concurrent": [ops[i].as_dict() for i in pending if i != stuck][:SHOW_OPS],
+        "concurrent": [ops[i].as_dict() for i in pending[:SHOW_OPS]],
     }
 
 
@@ -239,6 +312,9 @@ def check_ops(ops: Sequence[Op], model: str = "kv", time_limit: float = 30.0,
             by_key.setdefault(op.key, []).append(op)
     if not by_key:
         return Verdict(NAME, HOLDS, "no operations to check", {"model": model, "ops": 0})
+    for key_ops in by_key.values():
+        # Ties with unequal order would make the search depend on dict order; sort once.
+        key_ops.sort(key=lambda op: (op.invoke_ts, op.process))
 
     results: dict[Any, KeyResult] = {}
     # Small keys first: a violation there is found before a big key eats the time.
@@ -263,9 +339,12 @@ def check_ops(ops: Sequence[Op], model: str = "kv", time_limit: float = 30.0,
         cx = results[key].counterexample
         data["key"] = key
         data["counterexample"] = cx
-        detail = (f"key {key!r}: {describe_op(cx['stuck'])} cannot be linearized "
-                  f"after {cx['prefix_length']} of {results[key].ops} ops "
-                  f"(value then {json.dumps(cx['state'])})")
+        if "reason" in cx:
+            detail = f"key {key!r}: {describe_op(cx['stuck'])} {cx['reason']}"
+        else:
+            detail = (f"key {key!r}: {describe_op(cx['stuck'])} cannot be linearized "
+                      f"after {cx['prefix_length']} of {results[key].ops} ops "
+                      f"(value then {json.dumps(cx['state'])})")
         return Verdict(NAME, VIOLATED, detail, data)
     if unknown:
         reasons = sorted({results[k].reason for k in unknown})

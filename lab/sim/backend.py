@@ -21,6 +21,7 @@ Node faults:
 from __future__ import annotations
 
 import heapq
+import operator
 import random
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -37,6 +38,7 @@ from nodes.protocols.core import Core, Tunables, build_config
 from nodes.storage import MemoryStorage
 
 UP, PAUSED, DOWN = "up", "paused", "down"
+_by_time_then_node = operator.itemgetter("ts", "node")
 _TOP_LEVEL = frozenset({"mid", "type", "peer"})   # trace fields that are not `data` (docs/trace.md)
 
 # Bodies cross the simulated wire as msgpack, as they do on the real one: a core
@@ -238,7 +240,7 @@ class SimBackend(Backend):
 
     # -- results ---------------------------------------------------------------------
     def trace_events(self) -> list[dict[str, Any]]:
-        return sorted(self._events, key=lambda e: (e["ts"], e["node"]))
+        return sorted(self._events, key=_by_time_then_node)
 
     def node_state(self, node: str) -> str:
         """``up``, ``paused`` or ``down``: for tests and the runner's target resolution."""
@@ -288,13 +290,17 @@ class SimBackend(Backend):
     def _trace(self, slot: _Node, ev: str, fields: dict[str, Any]) -> None:
         slot.lc += 1
         event: dict[str, Any] = {"ts": round(self._now, 6), "node": slot.name, "lc": slot.lc, "ev": ev}
-        data = fields.pop("data", None)
-        data = dict(data) if data else {}
-        for key, value in fields.items():
-            if key in _TOP_LEVEL:
-                event[key] = value
-            else:
-                data[key] = value
+        if "data" in fields:            # a core that passes data={...} itself
+            fields = {**fields.pop("data"), **fields}
+        if _TOP_LEVEL.isdisjoint(fields):
+            data = fields               # the common case: a fresh dict from **fields, all of it data
+        else:
+            data = {}
+            for key, value in fields.items():
+                if key in _TOP_LEVEL:
+                    event[key] = value
+                else:
+                    data[key] = value
         if data:
             event["data"] = data
         self._events.append(event)

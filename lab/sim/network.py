@@ -129,19 +129,3 @@ class NetworkModel:
             d += self.rng.uniform(0.0, 2.0 * (p.delay + p.jitter))
         return d
 
-
-def partition_cuts(groups: Iterable[Iterable[str]], *, oneway: bool = False) -> frozenset[tuple[str, str]]:
-    """The cuts that separate ``groups`` from each other.
-
-    Two-way by default; ``oneway`` cuts only from earlier groups to later ones
-    (``[[n1], [n2, n3]]`` with ``oneway``: n1 cannot reach n2, n3, but hears them).
-    Combine partitions with ``|`` to intersect them.
-    """
-    groups = [list(g) for g in groups]
-    cuts = set()
-    for i, a in enumerate(groups):
-        for j, b in enumerate(groups):
-            if i == j or (oneway and j < i):
-                continue
-            cuts.update((s, d) for s in a for d in b if s != d)
-    return frozenset(cuts)

@@ -1,0 +1,150 @@
+"""Simulator speed: simulated seconds per wall second for a loaded 5-node Raft.
+
+Clients are driven straight through ``SimBackend.submit`` in a closed loop
+(each client has one op in flight, retries at the leader it is pointed to or
+at the next node on a timeout), so the figure measures the simulator and the
+core, not a runner. Falls back to the ``register`` core, and says so, when no
+Raft core can be imported.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from lab.scenario import LinkParams, NetworkSpec, NodeSpec, Scenario
+from lab.sim import SimBackend
+
+
+class ClosedLoopClients:
+    """``clients`` key-value clients, each with one op in flight until ``until``.
+
+    Ops carry ``client``/``seq`` so a replicated core can answer retries exactly
+    once. A ``not_leader`` answer redirects the client (to the named leader, or
+    the next node); a timeout sends the same op to the next node.
+    """
+
+    def __init__(self, sim: SimBackend, *, clients: int = 20, keys: int = 10, read_ratio: float = 0.5,
+                 timeout: float = 0.5, retry_pause: float = 0.01, think: float = 0.0, until: float = 30.0,
+                 seed: int = 0) -> None:
+        self.sim = sim
+        self.nodes = list(sim.scenario.node_names)
+        self.rng = random.Random(f"{seed}/clients")
+        self.keys = keys
+        self.read_ratio = read_ratio
+        self.timeout = timeout
+        self.retry_pause = retry_pause
+        self.think = think               # s a client waits between an answer and its next op
+        self.until = until
+        self.target = [self.nodes[0]] * clients
+        self.seq = [0] * clients
+        self.pending: list[dict[str, Any] | None] = [None] * clients
+        self.attempt = [0] * clients     # token of the attempt in flight, 0 when none
+        self.attempts = 0
+        self.ok = self.failed = self.timeouts = self.redirects = 0
+
+    def start(self) -> None:
+        for c in range(len(self.target)):
+            self._next(c)
+
+    def _next(self, c: int) -> None:
+        if self.sim.now() >= self.until:
+            self.pending[c] = None
+            return
+        self.seq[c] += 1
+        key = f"k{self.rng.randrange(self.keys)}"
+        if self.rng.random() < self.read_ratio:
+            op = {"f": "read", "key": key}
+        else:
+            op = {"f": "write", "key": key, "value": self.rng.randrange(1_000_000)}
+        op.update(client=f"w{c}", seq=self.seq[c])
+        self.pending[c] = op
+        self._send(c)
+
+    def _send(self, c: int) -> None:
+        # Every attempt gets its own token: answers and timeouts of earlier attempts are ignored.
+        self.attempts += 1
+        token = self.attempt[c] = self.attempts
+        self.sim.submit(self.target[c], self.pending[c], lambda r: self._answer(c, token, r))
+        self.sim.call_at(self.sim.now() + self.timeout, lambda: self._expire(c, token))
+
+    def _answer(self, c: int, token: int, result: dict[str, Any]) -> None:
+        if self.attempt[c] != token:
+            return                      # a late answer to an attempt that timed out
+        self.attempt[c] = 0
+        if result.get("type") == "fail" and result.get("error") == "not_leader":
+            self.redirects += 1
+            leader = result.get("leader")
+            self.target[c] = leader if leader in self.nodes else self._after(self.target[c])
+            self.sim.call_at(self.sim.now() + self.retry_pause, lambda: self._send(c))
+            return
+        if result.get("type") == "ok":
+            self.ok += 1
+        else:
+            self.failed += 1
+        if self.think:
+            self.sim.call_at(self.sim.now() + self.think, lambda: self._next(c))
+        else:
+            self._next(c)
+
+    def _expire(self, c: int, token: int) -> None:
+        if self.attempt[c] == token:
+            self.timeouts += 1
+            self.target[c] = self._after(self.target[c])
+            self._send(c)
+
+    def _after(self, node: str) -> str:
+        return self.nodes[(self.nodes.index(node) + 1) % len(self.nodes)]
+
+
+def protocol_available(name: str) -> bool:
+    try:
+        from nodes.protocols import get
+        get(name)
+    except (ImportError, KeyError, AttributeError):
+        return False
+    return True
+
+
+def scenario(protocol: str, nodes: int = 5, delay: float = 0.002, jitter: float = 0.001) -> Scenario:
+    return Scenario(name=f"bench-{protocol}", protocol=protocol,
+                    nodes=[NodeSpec(f"n{i}") for i in range(1, nodes + 1)],
+                    network=NetworkSpec(default=LinkParams(delay=delay, jitter=jitter)))
+
+
+def measure(protocol: str, *, seconds: float = 30.0, clients: int = 20, think: float = 0.0,
+            seed: int = 1) -> dict[str, Any]:
+    sim = SimBackend(scenario(protocol), seed, "/nonexistent")
+    driver = ClosedLoopClients(sim, clients=clients, think=think, until=seconds, seed=seed)
+    t0, c0 = time.perf_counter(), time.process_time()
+    sim.start()
+    sim.run_until(0.5 if protocol != "register" else 0.0)   # let an election settle before the load
+    driver.start()
+    sim.run_until(seconds + 0.5)
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0      # on a busy machine this is the steadier figure
+    events = len(sim.trace_events())
+    return {"protocol": protocol, "nodes": 5, "clients": clients, "think_s": think, "sim_seconds": seconds + 0.5,
+            "wall_seconds": round(wall, 3), "sim_per_wall": round((seconds + 0.5) / wall, 2),
+            "cpu_seconds": round(cpu, 3), "sim_per_cpu": round((seconds + 0.5) / cpu, 2),
+            "ops_ok": driver.ok, "ops_per_sim_s": round(driver.ok / seconds, 1),
+            "timeouts": driver.timeouts, "redirects": driver.redirects,
+            "trace_events": events, "events_per_wall_s": round(events / wall)}
+
+
+def run() -> dict[str, Any]:
+    protocol = "raft" if protocol_available("raft") else "register"
+    note = "" if protocol == "raft" else " (no Raft core: register core instead)"
+    out = measure(protocol)
+    print(f"   sim {protocol}{note}, 5 nodes, 20 closed-loop clients: {out['sim_per_wall']} simulated s "
+          f"per wall s ({out['sim_per_cpu']} per CPU s; {out['ops_per_sim_s']} ops/sim s, "
+          f"{out['events_per_wall_s']} trace events/wall s; goal >= 50)")
+    light = measure(protocol, think=0.2)
+    print(f"   same, clients thinking 200 ms between ops: {light['sim_per_wall']} simulated s per wall s "
+          f"({light['ops_per_sim_s']} ops/sim s)")
+    return {**out, "light": light}
+
+
+if __name__ == "__main__":
+    run()

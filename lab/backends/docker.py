@@ -1,0 +1,646 @@
+"""The docker runtime: one container per node on a per-lab bridge network.
+
+Everything common to agent runtimes (specs, readiness, client ops, shim
+rules, traces) is :class:`~lab.backends.agents.AgentBackend`'s; this module
+says how a node is a container and how faults reach the kernel:
+
+* one user-defined bridge network per lab, with its own /24 (so a node keeps
+  its address across a restart: peers dial it by address, and iptables/tc
+  rules match it); a volume per node for its durable state (``/data``);
+  containers ``<lab>-<node>`` with ``NET_ADMIN``; the control port published
+  on 127.0.0.1 (a free host port picked once, so a restart keeps it too).
+* every container, network and volume carries ``zlab.lab``, ``zlab.owner``
+  (and containers/volumes ``zlab.node``): :func:`down_all` finds and removes
+  what is left by label, even after the orchestrator was SIGKILLed.
+* crash = ``docker kill`` (SIGKILL), pause = ``docker pause`` (cgroup
+  freezer), restart = ``docker start`` on the same volume.
+* network faults are ``lab.netfaults`` commands run in the node's own network
+  namespace through an injected executor (by default ``docker exec``).
+  Capabilities are probed once per lab, in a throwaway container: where the
+  kernel lacks ``sch_netem``, delay/jitter/loss/duplicate/reorder go through
+  the agent shim instead, while rate limits (tbf) and partitions (iptables)
+  stay in the kernel; :meth:`DockerBackend.notes` says which in plain words.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shlex
+import socket
+import tarfile
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any, ClassVar
+
+from lab import netfaults as nf
+from lab.backends.agents import PERFECT, Addresses, AgentBackend, _link_dict
+from lab.backends.base import Cut
+from lab.errors import BackendError
+from lab.scenario import LinkParams, Scenario
+
+PEER_PORT = 7000
+CONTROL_PORT = 7001
+DATA_DIR = "/data"
+SPEC_DIR = "/etc/zlab"
+SPEC_PATH = f"{SPEC_DIR}/spec.json"
+LABEL_LAB, LABEL_NODE, LABEL_OWNER = "zlab.lab", "zlab.node", "zlab.owner"
+SUBNET_PREFIX = os.environ.get("ZLAB_SUBNET_PREFIX", "10.213")   # labs get <prefix>.<k>.0/24
+FIRST_HOST = 10                  # node i gets .<FIRST_HOST + i>; .1 is the bridge
+MAX_NODES = 254 - FIRST_HOST
+WORKERS = 8                      # parallel docker calls (create, start, exec)
+STOP_TIMEOUT = 2                 # s for an agent to stop on SIGTERM before SIGKILL
+KILL_WAIT = 10.0                 # s for a killed container to be reported gone
+API_TIMEOUT = 60                 # s for any one engine call
+
+Argv = list[str]
+Executor = Callable[[str, list[Argv]], None]      # (container name, commands) -> None or BackendError
+
+
+def _client() -> Any:
+    import docker
+    import docker.errors
+
+    try:
+        client = docker.from_env(timeout=API_TIMEOUT)
+        client.ping()
+    except docker.errors.DockerException as e:
+        raise BackendError(f"no Docker engine answers: {e}") from None
+    return client
+
+
+def engine_available() -> str | None:
+    """None when a Docker engine answers, else why not (for skips and messages)."""
+    try:
+        _client().close()
+    except BackendError as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 -- the docker SDK missing or misconfigured
+        return f"no Docker engine: {type(e).__name__}: {e}"
+    return None
+
+
+def default_owner() -> str:
+    """Who made a lab: ``$ZLAB_OWNER`` (the test suite sets one per session) or ``zlab``."""
+    return os.environ.get("ZLAB_OWNER") or "zlab"
+
+
+def docker_name(text: str) -> str:
+    """A string docker accepts as (part of) a container/network/volume name."""
+    out = re.sub(r"[^a-zA-Z0-9_.-]+", "-", text).strip(".-_")
+    return out or "lab"
+
+
+class DockerExec:
+    """The default executor: one ``docker exec`` per batch of commands (``sh -e -x``),
+    so a plan of ten tc/iptables commands costs one round trip, not ten."""
+
+    def __init__(self, client: Any) -> None:
+        self.api = client.api
+
+    def __call__(self, container: str, cmds: list[Argv]) -> None:
+        if not cmds:
+            return
+        script = "\n".join(shlex.join(c) for c in cmds)
+        try:
+            ex = self.api.exec_create(container, ["sh", "-e", "-x", "-c", script])
+            out = self.api.exec_start(ex["Id"])
+            code = self.api.exec_inspect(ex["Id"]).get("ExitCode")
+        except Exception as e:  # noqa: BLE001 -- docker raises APIError, NotFound, timeouts
+            raise BackendError(f"{container}: cannot run fault commands: {e}") from None
+        if code != 0:
+            tail = " | ".join(out.decode("utf-8", "replace").strip().splitlines()[-3:])
+            raise BackendError(f"{container}: a fault command failed (exit {code}): {tail}")
+
+
+def probe_script(dev: str = nf.DEV) -> str:
+    """A shell script that prints ``<capability>=0|1`` for each of netfaults' probes."""
+    lines = []
+    for cap, cmds in nf.probe_commands(dev).items():
+        body = " && ".join(shlex.join(c) for c in cmds)
+        lines.append(f"if {{ {body}; }} >/dev/null 2>&1; then echo {cap}=1; else echo {cap}=0; fi")
+        lines += [f"{shlex.join(c)} >/dev/null 2>&1 || true" for c in nf.probe_cleanup(dev)]
+    return "\n".join(lines)
+
+
+def parse_probe(output: str) -> nf.Caps:
+    found = dict(line.strip().split("=", 1) for line in output.splitlines() if "=" in line)
+    return nf.Caps(**{cap: found.get(cap) == "1" for cap in ("netem", "htb", "tbf", "iptables")})
+
+
+def _free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a node's control port (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tar_one(path: str, data: bytes, mode: int = 0o600) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(path)
+        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class DockerBackend(AgentBackend):
+    kind: ClassVar[str] = "docker"
+    shim_links: ClassVar[bool] = False          # links: the kernel's, see rules_for
+
+    def __init__(self, scenario: Scenario, seed: int, workdir: str, *, lab: str | None = None,
+                 state_dir: str | None = None, detached: bool = False, image: str | None = None,
+                 owner: str | None = None, client: Any = None, executor: Executor | None = None) -> None:
+        super().__init__(scenario, seed, workdir, lab=docker_name(lab) if lab else None,
+                         state_dir=state_dir, detached=detached)
+        self.lab = docker_name(self.lab)
+        if len(self.names) > MAX_NODES:
+            raise BackendError(f"the docker runtime runs at most {MAX_NODES} nodes, not {len(self.names)}")
+        self.image = image or os.environ.get("ZLAB_IMAGE") or None
+        self.owner = owner or default_owner()
+        self._docker = client
+        self._exec = executor
+        self.network = self.lab
+        self.subnet = ""
+        self.ips: dict[str, str] = {}
+        self.host_ports: dict[str, int] = {}
+        self.caps = nf.Caps()
+        self.netstate: dict[str, nf.NetState] = {n: nf.NetState() for n in self.names}
+        self._pending_kernel: set[str] = set()    # paused nodes whose kernel state is behind
+        self._starts: dict[str, Future[None]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._last_alive_check = 0.0
+
+    # -- engine plumbing -----------------------------------------------------------------
+    @property
+    def docker(self) -> Any:
+        if self._docker is None:
+            self._docker = _client()
+        return self._docker
+
+    @property
+    def executor(self) -> Executor:
+        if self._exec is None:
+            self._exec = DockerExec(self.docker)
+        return self._exec
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix=f"zlab-{self.lab}")
+        return self._pool
+
+    def container(self, node: str) -> str:
+        return f"{self.lab}-{node}"
+
+    def labels(self, node: str | None = None) -> dict[str, str]:
+        out = {LABEL_LAB: self.lab, LABEL_OWNER: self.owner}
+        if node is not None:
+            out[LABEL_NODE] = node
+        return out
+
+    def _parallel(self, fn: Callable[[str], Any], nodes: Iterable[str]) -> dict[str, Any]:
+        """Run ``fn(node)`` for every node on the pool; the first error is raised after all finish."""
+        futures = {n: self.pool.submit(fn, n) for n in nodes}
+        out, first = {}, None
+        for n, f in futures.items():
+            try:
+                out[n] = f.result()
+            except Exception as e:  # noqa: BLE001 -- re-raised below, once every call is done
+                first = first or e
+        if first is not None:
+            raise first
+        return out
+
+    # -- AgentBackend hooks: addresses, spawn, kill, pause ------------------------------------
+    def _prepare(self) -> None:
+        import docker.errors
+
+        if self.image is None:
+            from lab.image import ensure_image
+            self.image = ensure_image(self.docker)
+        try:
+            self.docker.images.get(self.image)
+        except docker.errors.ImageNotFound:
+            raise BackendError(f"image {self.image} is not present: run `python -m lab.image build`") from None
+        self._create_network()
+        self.ips = {n: self._ip(i) for i, n in enumerate(self.names)}
+        self.host_ports = {n: _free_port() for n in self.names}
+        probe = self.pool.submit(self._probe)
+        self._parallel(self._create_node, self.names)
+        self.caps = probe.result()
+
+    def _ip(self, index: int) -> str:
+        return self.subnet.rsplit(".", 1)[0] + f".{FIRST_HOST + index}"
+
+    def _create_network(self) -> None:
+        """The lab's bridge with a /24 of its own; the third octet starts at a hash of the lab's
+        name and moves on while the engine reports an overlap (another lab holds it)."""
+        import docker.errors
+        import docker.types
+
+        start = sum(self.lab.encode()) * 7
+        for attempt in range(256):
+            k = (start + attempt) % 254 + 1
+            subnet = f"{SUBNET_PREFIX}.{k}.0/24"
+            ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+                subnet=subnet, gateway=f"{SUBNET_PREFIX}.{k}.1")])
+            try:
+                self.docker.networks.create(self.network, driver="bridge", ipam=ipam,
+                                            labels=self.labels(), check_duplicate=True)
+            except docker.errors.APIError as e:
+                text = str(e.explanation or e).lower()
+                if "overlap" in text or "pool" in text:
+                    continue
+                if "already exists" in text:
+                    raise BackendError(f"a network named {self.network} already exists: another lab "
+                                       f"by that name runs (or was left: `zlab down --all`)") from None
+                raise BackendError(f"cannot create network {self.network}: {e.explanation or e}") from None
+            self.subnet = subnet
+            return
+        raise BackendError(f"no free /24 left in {SUBNET_PREFIX}.0.0/16 for lab {self.lab}")
+
+    def _create_node(self, node: str) -> None:
+        import docker.errors
+
+        api = self.docker.api
+        name = self.container(node)
+        try:
+            self.docker.volumes.create(name, labels=self.labels(node))
+            host_config = api.create_host_config(
+                binds={name: {"bind": DATA_DIR, "mode": "rw"}},
+                port_bindings={f"{CONTROL_PORT}/tcp": ("127.0.0.1", self.host_ports[node])},
+                cap_add=["NET_ADMIN"],
+                init=False,
+            )
+            net = api.create_networking_config({self.network: api.create_endpoint_config(
+                ipv4_address=self.ips[node], aliases=[node])})
+            api.create_container(
+                self.image, command=["--spec", SPEC_PATH], name=name, hostname=node,
+                labels=self.labels(node), ports=[CONTROL_PORT], host_config=host_config,
+                networking_config=net, stop_signal="SIGTERM", detach=True)
+        except docker.errors.APIError as e:
+            hint = " (left from an earlier lab? `zlab down --all`)" if e.status_code == 409 else ""
+            raise BackendError(f"cannot create {name}: {e.explanation or e}{hint}") from None
+
+    def _probe(self) -> nf.Caps:
+        """What the kernel offers, asked once per lab in a throwaway container with NET_ADMIN."""
+        import docker.errors
+
+        try:
+            out = self.docker.containers.run(
+                self.image, entrypoint=["sh", "-c", probe_script()], name=f"{self.lab}-probe",
+                labels=self.labels(), cap_add=["NET_ADMIN"], network=self.network, remove=True,
+                stdout=True, stderr=False)
+        except docker.errors.DockerException as e:
+            raise BackendError(f"cannot probe the kernel's network features: {e}") from None
+        return parse_probe(out.decode("utf-8", "replace"))
+
+    def _addresses(self, node: str) -> Addresses:
+        return Addresses(bind=f"tcp://0.0.0.0:{PEER_PORT}", control_bind=f"tcp://0.0.0.0:{CONTROL_PORT}",
+                         peer=f"tcp://{self.ips[node]}:{PEER_PORT}",
+                         control=f"tcp://127.0.0.1:{self.host_ports[node]}")
+
+    def _data_dir(self, node: str) -> str:
+        return DATA_DIR
+
+    def _keys_spec(self) -> dict[str, str]:
+        assert self.keys is not None
+        return self.keys.spec_inline()       # the key files live on the host, not in the container
+
+    def _parent_pid(self) -> int | None:
+        return None                           # no orchestrator pid inside a container: down_all cleans up
+
+    def spec(self, node: str) -> dict[str, Any]:
+        # The agent logs to stderr too, so `docker logs` (and our start-up hints) show it.
+        return {**super().spec(node), "log_stderr": True}
+
+    def _spawn(self, node: str, spec_path: str) -> None:
+        if node in self.down:
+            # A restart: synchronous, and the node's namespace is new, so its faults go back in.
+            self._start_node(node, spec_path)
+            self.netstate[node] = nf.NetState()
+            self._apply_kernel([node])
+        else:
+            self._starts[node] = self.pool.submit(self._start_node, node, spec_path)
+
+    def _start_node(self, node: str, spec_path: str) -> None:
+        import docker.errors
+
+        name = self.container(node)
+        with open(spec_path, "rb") as f:
+            spec = f.read()
+        try:
+            self.docker.api.put_archive(name, "/", _tar_one(SPEC_PATH.lstrip("/"), spec))
+            self.docker.api.start(name)
+        except docker.errors.APIError as e:
+            raise BackendError(f"cannot start {name}: {e.explanation or e}") from None
+
+    def _check_alive(self, nodes: list[str]) -> None:
+        for n in nodes:
+            f = self._starts.get(n)
+            if f is not None and f.done() and f.exception() is not None:
+                raise f.exception()   # type: ignore[misc]
+        now = time.monotonic()
+        if now - self._last_alive_check < 1.0:
+            return
+        self._last_alive_check = now
+        for n in nodes:
+            state = self._inspect_state(n)
+            if state and state.get("Status") == "exited":
+                raise BackendError(f"{self.container(n)} exited (code {state.get('ExitCode')})"
+                                   f"{self._startup_hint([n])}")
+
+    def _inspect_state(self, node: str) -> dict[str, Any] | None:
+        try:
+            return self.docker.api.inspect_container(self.container(node))["State"]
+        except Exception:  # noqa: BLE001 -- gone or engine hiccup: nothing to tell
+            return None
+
+    def _startup_hint(self, nodes: list[str]) -> str:
+        for n in nodes:
+            try:
+                tail = self.docker.api.logs(self.container(n), tail=5).decode("utf-8", "replace").strip()
+            except Exception:  # noqa: BLE001 -- only a hint
+                continue
+            if tail:
+                return f"; {n} says: {' | '.join(tail.splitlines())}"
+        return ""
+
+    def _kill(self, node: str) -> None:
+        import docker.errors
+
+        name = self.container(node)
+        try:
+            self.docker.api.kill(name)
+        except docker.errors.APIError as e:
+            if e.status_code != 409:          # 409: not running -- already dead is what we want
+                raise BackendError(f"cannot kill {name}: {e.explanation or e}") from None
+        deadline = time.monotonic() + KILL_WAIT
+        while time.monotonic() < deadline:
+            state = self._inspect_state(node)
+            if not state or not state.get("Running"):
+                break
+            time.sleep(0.02)
+        self.netstate[node] = nf.NetState()   # the namespace went with the process
+        self._pending_kernel.discard(node)
+
+    def _pause(self, node: str) -> None:
+        try:
+            self.docker.api.pause(self.container(node))
+        except Exception as e:  # noqa: BLE001
+            raise BackendError(f"cannot pause {self.container(node)}: {e}") from None
+
+    def _resume(self, node: str) -> None:
+        try:
+            self.docker.api.unpause(self.container(node))
+        except Exception as e:  # noqa: BLE001
+            raise BackendError(f"cannot resume {self.container(node)}: {e}") from None
+        if node in self._pending_kernel:
+            self.paused.discard(node)
+            self._apply_kernel([node])
+
+    def _stop_all(self) -> None:
+        """Revert faults in every live node, stop the containers, then remove everything of the lab."""
+        try:
+            live = [n for n in self.names if n not in self.down]
+            for n in [n for n in live if n in self.paused]:
+                try:
+                    self.docker.api.unpause(self.container(n))
+                except Exception:  # noqa: BLE001 -- maybe not running at all
+                    pass
+                self.paused.discard(n)
+            if self.ips:
+                self._revert_kernel(live)
+            self._parallel(self._stop_one, self.names)
+        finally:
+            down_all(self.lab, client=self._docker)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+
+    def _stop_one(self, node: str) -> None:
+        try:
+            self.docker.api.stop(self.container(node), timeout=STOP_TIMEOUT)
+        except Exception:  # noqa: BLE001 -- already gone is fine; down_all removes the rest
+            pass
+
+    def start(self) -> None:
+        super().start()
+        # The agents are up: now their namespaces exist, shape the scenario's initial links.
+        try:
+            self._apply_kernel(self.names)
+        except BaseException:
+            self.stop()
+            raise
+
+    # -- network faults --------------------------------------------------------------------
+    def net_config(self) -> nf.NetConfig:
+        return nf.NetConfig.for_peers(self.lab, [self.ips[n] for n in self.names])
+
+    def desired_state(self, node: str) -> nf.NetState:
+        """The kernel state ``node``'s namespace should hold for the current cuts and links.
+
+        A cut (src, dst) is installed at both ends (src's OUTPUT and dst's
+        INPUT) and only on TCP to dst's peer port, so it holds while one end
+        restarts and stays one-way (see netfaults.Drop).
+        """
+        links: dict[str, LinkParams] = {}
+        if self.caps.shaping:
+            for (src, dst), params in self.links.items():
+                kernel, _ = nf.split_params(params, self.caps.netem)
+                if src == node and nf.leaf_kind(kernel) is not None:
+                    links[self.ips[dst]] = kernel
+        drops: set[nf.Drop] = set()
+        if self.caps.iptables:
+            for src, dst in self.cuts:
+                if src == node:
+                    drops.add(nf.Drop(self.ips[dst], "out", PEER_PORT))
+                if dst == node:
+                    drops.add(nf.Drop(self.ips[src], "in", PEER_PORT))
+        return nf.NetState(links=links, drops=frozenset(drops))
+
+    def _apply_kernel(self, nodes: Iterable[str]) -> None:
+        """Bring each node's namespace to :meth:`desired_state`; paused nodes catch up on resume."""
+        cfg = self.net_config()
+        todo: dict[str, tuple[list[Argv], nf.NetState]] = {}
+        for n in nodes:
+            if n in self.down:
+                continue
+            cmds, after = nf.plan(cfg, self.netstate[n], self.desired_state(n))
+            if not cmds:
+                self._pending_kernel.discard(n)
+            elif n in self.paused:
+                self._pending_kernel.add(n)     # docker cannot exec in a frozen container
+            else:
+                todo[n] = (cmds, after)
+
+        def run(n: str) -> None:
+            cmds, after = todo[n]
+            self.executor(self.container(n), cmds)
+            self.netstate[n] = after
+            self._pending_kernel.discard(n)
+        self._parallel(run, todo)
+
+    def _revert_kernel(self, nodes: Iterable[str]) -> None:
+        cfg = self.net_config()
+        todo = {n: nf.teardown(cfg, self.netstate[n]) for n in nodes}
+
+        def run(n: str) -> None:
+            try:
+                self.executor(self.container(n), todo[n])
+            except BackendError:
+                pass                            # the container is going away anyway
+            self.netstate[n] = nf.NetState()
+        self._parallel(run, [n for n, cmds in todo.items() if cmds])
+
+    def rules_for(self, node: str) -> dict[str, Any]:
+        """The shim's share: cuts only where iptables is missing, links only the part netem cannot
+        make (all of delay/loss/... when the kernel has no netem; nothing when it has)."""
+        rules = super().rules_for(node)
+        if self.caps.iptables:
+            rules["cut_out"], rules["cut_in"] = [], []
+        rules["links"] = {}
+        for (src, dst), params in sorted(self.links.items()):
+            _, shim = nf.split_params(params, self.caps.netem and self.caps.shaping)
+            if src == node and shim != PERFECT:
+                rules["links"][dst] = _link_dict(shim)
+        return rules
+
+    def set_cuts(self, cuts: frozenset[Cut]) -> str:
+        if not self.caps.iptables:
+            return super().set_cuts(cuts)
+        self.cuts = frozenset(cuts)
+        self._apply_kernel(self.names)
+        return "iptables"
+
+    def set_link(self, src: str, dst: str, params: LinkParams) -> str:
+        old = self.links.get((src, dst), PERFECT)
+        self.links[(src, dst)] = params
+        netem = self.caps.netem and self.caps.shaping
+        _, old_shim = nf.split_params(old, netem)
+        _, new_shim = nf.split_params(params, netem)
+        self._apply_kernel([src])
+        if old_shim != new_shim:
+            self._push_rules({src: {"links": {dst: _link_dict(new_shim)}}})
+        return nf.mechanism(params, self.caps)
+
+    def notes(self) -> list[str]:
+        out = []
+        if not self.caps.netem:
+            out.append("docker runtime: this kernel has no sch_netem, so delay, jitter, loss, "
+                       "duplication and reordering were applied by each agent's fault shim "
+                       "(per message, in the agent), not by the kernel")
+        else:
+            out.append("docker runtime: delay, jitter, loss, duplication and reordering were applied "
+                       "by netem in each node's network namespace; kernel loss on the nodes' TCP "
+                       "links shows up as retransmission delay, not as lost messages")
+        if self.caps.iptables:
+            out.append("partitions were made with iptables DROP rules in each node's namespace")
+        else:
+            out.append("iptables is not usable here, so partitions were made by the agent shim")
+        if any(p.rate for p in self.links.values()):
+            if self.caps.shaping:
+                out.append("rate limits were applied by the kernel (tbf under zlab's htb root)")
+            else:
+                out.append("rate limits were NOT applied: the kernel lacks htb/tbf and the agent "
+                           "shim does not shape bandwidth")
+        return out
+
+    # -- results -----------------------------------------------------------------------------
+    def _read_node_file(self, node: str, name: str) -> bytes | None:
+        """Over the control socket while the node runs; from its volume when it is down or paused
+        (docker reads a stopped container's files), so a crashed node's trace is not lost."""
+        if node not in self.down and node not in self.paused:
+            data = super()._read_node_file(node, name)
+            if data is not None:
+                return data
+        try:
+            stream, _ = self.docker.api.get_archive(self.container(node), f"{DATA_DIR}/{name}")
+            raw = b"".join(stream)
+        except Exception:  # noqa: BLE001 -- no such file yet, or the container is gone
+            return None
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            member = tar.next()
+            f = tar.extractfile(member) if member else None
+            return f.read() if f else None
+
+    # -- interactive labs (`zlab up`) --------------------------------------------------------------
+    def _runtime_state(self) -> dict[str, Any]:
+        return {
+            "image": self.image, "owner": self.owner, "network": self.network, "subnet": self.subnet,
+            "ips": self.ips, "host_ports": self.host_ports, "caps": asdict(self.caps),
+            "netstate": {n: _state_json(s) for n, s in self.netstate.items()},
+        }
+
+    def _load_runtime_state(self, state: dict[str, Any]) -> None:
+        self.image = state.get("image") or self.image
+        self.owner = state.get("owner") or self.owner
+        self.network = state.get("network") or self.network
+        self.subnet = state.get("subnet", "")
+        self.ips = dict(state.get("ips") or {})
+        self.host_ports = {n: int(p) for n, p in (state.get("host_ports") or {}).items()}
+        self.caps = nf.Caps(**(state.get("caps") or {}))
+        for n, s in (state.get("netstate") or {}).items():
+            self.netstate[n] = _state_from_json(s)
+
+
+def _state_json(s: nf.NetState) -> dict[str, Any]:
+    return {"links": {ip: asdict(p) for ip, p in s.links.items()},
+            "drops": [[d.peer_ip, d.direction, d.port] for d in sorted(s.drops)], "chain": s.chain}
+
+
+def _state_from_json(raw: dict[str, Any]) -> nf.NetState:
+    return nf.NetState(links={ip: LinkParams(**p) for ip, p in raw.get("links", {}).items()},
+                       drops=frozenset(nf.Drop(ip, d, port) for ip, d, port in raw.get("drops", [])),
+                       chain=bool(raw.get("chain")))
+
+
+def list_labelled(client: Any, lab: str | None = None, owner: str | None = None) -> dict[str, list[str]]:
+    """Names of the containers, networks and volumes zlab labelled (for ``lab``/``owner`` if given)."""
+    filters = [f"{LABEL_LAB}={lab}" if lab else LABEL_LAB]
+    if owner:
+        filters.append(f"{LABEL_OWNER}={owner}")
+    flt = {"label": filters}
+    return {
+        "containers": [c["Names"][0].lstrip("/") for c in client.api.containers(all=True, filters=flt)],
+        "networks": [n["Name"] for n in client.api.networks(filters=flt)],
+        "volumes": [v["Name"] for v in (client.api.volumes(filters=flt).get("Volumes") or [])],
+    }
+
+
+def down_all(lab: str | None = None, *, owner: str | None = None, client: Any = None) -> dict[str, list[str]]:
+    """Remove every container, network and volume labelled ``zlab.lab`` (of ``lab`` / ``owner``
+    when given): what ``zlab down --all`` and the test suite use. Needs no state file, so it
+    also cleans up after an orchestrator that was SIGKILLed. Returns what it removed."""
+    import docker.errors
+
+    client = client or _client()
+    found = list_labelled(client, lab, owner)
+    removed: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": []}
+    # Containers first (they hold the network and volumes), killed at once: a lab being
+    # removed has nothing left to flush, its trace was read before.
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        def rm(name: str) -> str | None:
+            try:
+                client.api.remove_container(name, force=True, v=False)
+                return name
+            except docker.errors.NotFound:
+                return None
+        removed["containers"] = [n for n in pool.map(rm, found["containers"]) if n]
+    for name in found["networks"]:
+        try:
+            client.api.remove_network(name)
+            removed["networks"].append(name)
+        except docker.errors.NotFound:
+            pass
+    for name in found["volumes"]:
+        try:
+            client.api.remove_volume(name, force=True)
+            removed["volumes"].append(name)
+        except docker.errors.NotFound:
+            pass
+    return removed

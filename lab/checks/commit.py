@@ -1,0 +1,259 @@
+"""Checkers for atomic commitment (2PC, 3PC) over the transfer workload.
+
+They read the trace events the cores emit (docs/twopc.md, "Trace"):
+``state`` ``{txn, role, state}`` on every transition, ``commit`` ``{txn, role,
+decision}`` when a node makes an outcome durable, ``apply`` ``{txn, deltas}``
+when a participant applies a commit and ``apply`` ``{init: true, balances}``
+when it creates its accounts; and ``final.json``'s ``balances``.
+
+* ``atomicity``: per transaction, no participant committed while another
+  aborted. A participant still undecided at the end is not a violation (it
+  may yet learn the outcome) but is counted as blocked.
+* ``conservation``: the money in the bank at the end equals the money it
+  started with, and no account is negative.
+* ``no_commit_after_abort``: no participant commits a transaction that
+  anyone -- the coordinator or a participant -- aborted.
+* ``nonblocking``: no participant held a transaction undecided (voted yes,
+  locks held, outcome unknown) longer than ``THRESHOLD`` or until the end.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lab.checks.base import HOLDS, UNKNOWN, VIOLATED, Checker, RunData, Verdict
+
+COMMITTED, ABORTED = "committed", "aborted"
+DECIDED = frozenset({COMMITTED, ABORTED})
+# Participant states that hold locks without knowing the outcome (2PC and 3PC).
+UNDECIDED = frozenset({"prepared", "ready", "precommitted"})
+THRESHOLD = 2.0          # s a participant may stay undecided before it counts as blocked
+RESTART_WINDOW = 1.0     # s: blocking that ends this soon after a coordinator restart ended "because" of it
+SHOW = 5                 # transactions named in a detail line or kept in data
+LABELS = {"twopc": "2PC", "threepc": "3PC"}
+
+
+@dataclass
+class _Txn:
+    """What the trace says of one transaction."""
+
+    states: dict[str, list[tuple[float, str]]] = field(default_factory=lambda: defaultdict(list))
+    roles: dict[str, str] = field(default_factory=dict)
+
+    def outcome(self, node: str) -> str | None:
+        for _, s in reversed(self.states[node]):
+            if s in DECIDED:
+                return s
+        return None
+
+    def first(self, node: str, wanted: Iterable[str]) -> float | None:
+        wanted = set(wanted)
+        return next((ts for ts, s in self.states[node] if s in wanted), None)
+
+    def participants(self) -> list[str]:
+        return sorted(n for n, r in self.roles.items() if r == "participant")
+
+
+def transactions(trace: list[dict[str, Any]]) -> dict[str, _Txn]:
+    out: dict[str, _Txn] = {}
+    for ev in trace:
+        if ev.get("ev") != "state":
+            continue
+        d = ev.get("data") or {}
+        tid, state = d.get("txn"), d.get("state")
+        if tid is None or state is None:
+            continue
+        t = out.setdefault(tid, _Txn())
+        t.states[ev["node"]].append((float(ev["ts"]), state))
+        t.roles[ev["node"]] = d.get("role", "participant")
+    return out
+
+
+def _label(data: RunData) -> str:
+    proto = str(data.scenario.get("protocol", ""))
+    return LABELS.get(proto, proto or "commit")
+
+
+def _end(trace: list[dict[str, Any]]) -> float:
+    return max((float(e["ts"]) for e in trace), default=0.0)
+
+
+def _names(items: list[str]) -> str:
+    more = f" (+{len(items) - SHOW} more)" if len(items) > SHOW else ""
+    return ", ".join(items[:SHOW]) + more
+
+
+# -- atomicity -------------------------------------------------------------------------------
+
+def atomicity(data: RunData) -> Verdict:
+    txns = transactions(data.trace)
+    split: dict[str, dict[str, str]] = {}
+    blocked: dict[str, list[str]] = defaultdict(list)
+    for tid, t in sorted(txns.items()):
+        outcomes = {p: t.outcome(p) for p in t.participants()}
+        if {COMMITTED, ABORTED} <= set(outcomes.values()):
+            split[tid] = {p: o or t.states[p][-1][1] for p, o in outcomes.items()}
+        for p, o in outcomes.items():
+            if o is None and t.states[p] and t.states[p][-1][1] in UNDECIDED:
+                blocked[p].append(tid)
+    data_out = {"transactions": len(txns), "split": dict(list(split.items())[:SHOW]),
+                "split_count": len(split), "undecided_at_end": dict(blocked)}
+    if split:
+        tid, outs = next(iter(split.items()))
+        who = ", ".join(f"{o} at {p}" for p, o in sorted(outs.items()))
+        more = f" (+{len(split) - 1} more)" if len(split) > 1 else ""
+        return Verdict("atomicity", VIOLATED, f"{_label(data)}: transaction {tid}: {who}{more}", data_out)
+    n_blocked = sum(len(v) for v in blocked.values())
+    tail = f"; {n_blocked} still undecided at the end (blocked, not split)" if n_blocked else ""
+    return Verdict("atomicity", HOLDS, f"every participant agreed in {len(txns)} transactions{tail}",
+                   data_out)
+
+
+# -- conservation --------------------------------------------------------------------------
+
+def initial_total(data: RunData) -> int | None:
+    """The bank's money at the start: the participants' own `apply init` events, else final.json."""
+    inits: dict[str, int] = {}
+    for ev in data.trace:
+        d = ev.get("data") or {}
+        if ev.get("ev") == "apply" and d.get("init"):
+            inits.update({str(k): int(v) for k, v in (d.get("balances") or {}).items()})
+    if inits:
+        return sum(inits.values())
+    total = data.final.get("initial_total")
+    return int(total) if isinstance(total, int) else None
+
+
+def conservation(data: RunData) -> Verdict:
+    final = data.final or {}
+    balances = final.get("balances")
+    if not isinstance(balances, dict) or not balances:
+        return Verdict("conservation", UNKNOWN, "no final balances (final.json has none)", {})
+    if final.get("missing"):
+        return Verdict("conservation", UNKNOWN,
+                       f"no final balances from {', '.join(final['missing'])} (down or not answering)",
+                       {"missing": final["missing"]})
+    start = initial_total(data)
+    if start is None:
+        return Verdict("conservation", UNKNOWN, "the initial balances are not known", {})
+    end = sum(int(v) for v in balances.values())
+    negative = {k: v for k, v in balances.items() if int(v) < 0}
+    # Which transactions made or destroyed money: applied deltas that do not sum to zero.
+    applied: dict[str, int] = defaultdict(int)
+    for ev in data.trace:
+        d = ev.get("data") or {}
+        if ev.get("ev") == "apply" and "txn" in d:
+            applied[d["txn"]] += sum(int(v) for v in (d.get("deltas") or {}).values())
+    unbalanced = {t: s for t, s in sorted(applied.items()) if s}
+    out = {"initial": start, "final": end, "negative": negative,
+           "unbalanced": dict(list(unbalanced.items())[:SHOW]), "unbalanced_count": len(unbalanced)}
+    if end != start or negative:
+        why = [f"the bank holds {end}, it started with {start}"] if end != start else []
+        if negative:
+            why.append(f"negative accounts {negative}")
+        if unbalanced:
+            why.append(f"half-applied: {_names(list(unbalanced))}")
+        return Verdict("conservation", VIOLATED, f"{_label(data)}: " + "; ".join(why), out)
+    return Verdict("conservation", HOLDS, f"the bank holds {end}, as it started", out)
+
+
+# -- no commit after abort -------------------------------------------------------------------
+
+def no_commit_after_abort(data: RunData) -> Verdict:
+    bad: list[dict[str, Any]] = []
+    for tid, t in sorted(transactions(data.trace).items()):
+        aborts = [(ts, n) for n in t.states for ts, s in t.states[n] if s == ABORTED]
+        commits = [(ts, n) for n in t.participants() for ts, s in t.states[n] if s == COMMITTED]
+        if aborts and commits:
+            (ats, an), (cts, cn) = min(aborts), min(commits)
+            bad.append({"txn": tid, "aborted_by": an, "aborted_at": ats, "committed_by": cn,
+                        "committed_at": cts, "after": cts > ats})
+    out = {"count": len(bad), "examples": bad[:SHOW]}
+    if bad:
+        b = bad[0]
+        when = "after" if b["after"] else "before"
+        more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+        return Verdict("no_commit_after_abort", VIOLATED,
+                       f"{_label(data)}: {b['committed_by']} committed {b['txn']} at {b['committed_at']:.3f} s, "
+                       f"{when} {b['aborted_by']} aborted it at {b['aborted_at']:.3f} s{more}", out)
+    return Verdict("no_commit_after_abort", HOLDS, "no transaction was both committed and aborted", out)
+
+
+# -- nonblocking ------------------------------------------------------------------------------
+
+def _union(intervals: list[tuple[float, float]]) -> float:
+    total, cur_lo, cur_hi = 0.0, None, None
+    for lo, hi in sorted(intervals):
+        if cur_hi is None or lo > cur_hi:
+            if cur_hi is not None:
+                total += cur_hi - cur_lo
+            cur_lo, cur_hi = lo, hi
+        else:
+            cur_hi = max(cur_hi, hi)
+    if cur_hi is not None:
+        total += cur_hi - cur_lo
+    return total
+
+
+def _coordinator_restarts(data: RunData, txns: dict[str, _Txn]) -> list[float]:
+    coords = {n for t in txns.values() for n, r in t.roles.items() if r == "coordinator"}
+    return [float(e["ts"]) for e in data.trace
+            if e.get("ev") == "log" and e.get("node") in coords
+            and (e.get("data") or {}).get("msg") == "recovered"]
+
+
+def make_nonblocking(threshold: float = THRESHOLD) -> Checker:
+    """The nonblocking checker with its own threshold (seconds)."""
+
+    def nonblocking(data: RunData) -> Verdict:
+        txns = transactions(data.trace)
+        end = _end(data.trace)
+        spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        at_end: dict[str, list[str]] = defaultdict(list)
+        longest = (0.0, "", "")
+        for tid, t in txns.items():
+            for p in t.participants():
+                since = t.first(p, UNDECIDED)
+                if since is None:
+                    continue
+                decided = t.first(p, DECIDED)
+                until = decided if decided is not None else end
+                if decided is None:
+                    at_end[p].append(tid)
+                if until - since > threshold or decided is None:
+                    spans[p].append((since, until))
+                    if until - since > longest[0]:
+                        longest = (until - since, p, tid)
+        seconds = {p: round(_union(v), 3) for p, v in sorted(spans.items())}
+        out = {"threshold": threshold, "blocked_seconds": seconds,
+               "blocked_at_end": {p: sorted(v)[:SHOW] for p, v in sorted(at_end.items())},
+               "longest": {"seconds": round(longest[0], 3), "participant": longest[1], "txn": longest[2]}}
+        if not spans:
+            return Verdict("nonblocking", HOLDS,
+                           f"no participant stayed undecided longer than {threshold:g} s", out)
+        worst = max(seconds.values())
+        detail = (f"{_label(data)}: {len(spans)} participant{'s' if len(spans) != 1 else ''} "
+                  f"blocked {worst:.1f} s holding locks")
+        ends = [hi for v in spans.values() for _, hi in v if hi < end]
+        restarts = _coordinator_restarts(data, txns)
+        if ends and restarts and any(r <= max(ends) <= r + RESTART_WINDOW for r in restarts):
+            detail += " until the coordinator restarted"
+        if at_end:
+            n = sum(len(v) for v in at_end.values())
+            detail += f"; {n} transaction{'s' if n != 1 else ''} still blocked at the end"
+        return Verdict("nonblocking", VIOLATED, detail, out)
+
+    return nonblocking
+
+
+nonblocking = make_nonblocking()
+
+CHECKS: dict[str, Checker] = {
+    "atomicity": atomicity,
+    "conservation": conservation,
+    "no_commit_after_abort": no_commit_after_abort,
+    "nonblocking": nonblocking,
+}

@@ -1,0 +1,628 @@
+"""Reading topology/scenario YAML into :class:`lab.scenario.Scenario`, and writing it back.
+
+The file is *composed* (not just loaded) so every node keeps its line: any
+mistake becomes one :class:`ConfigError` that says file, line and field, e.g.
+``topologies/x.yaml:12: faults[2].at: expected a duration like 5s or 150ms, got 5``.
+docs/yaml.md is the user's reference for every key read here.
+
+:func:`scenario_to_dict` is the inverse: the resolved scenario a run
+directory stores, written with explicit units (``150ms``), which loads back
+into an equal :class:`Scenario`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+
+from lab.errors import ConfigError
+from lab.scenario import (
+    FaultStep,
+    LinkParams,
+    LinkRule,
+    NetworkSpec,
+    NodeSpec,
+    Scenario,
+    WorkloadSpec,
+)
+from lab.targets import SYMBOLS as TARGET_SYMBOLS
+from nodes import protocols
+from nodes.protocols.core import ConfigValueError, build_config
+from nodes.units import format_duration, parse_bitrate, parse_duration, parse_percent, parse_rate
+
+TOP_KEYS = ("name", "description", "protocol", "nodes", "config", "network", "workload",
+            "faults", "checks", "expect", "seed", "settle",
+            "backend", "source")   # the last two: what a run directory's scenario.yaml adds
+BACKENDS = ("sim", "local", "docker")
+WORKLOAD_KINDS = ("kv", "transfer", "none")
+DISTRIBUTIONS = ("constant", "uniform", "exponential")
+VERDICTS = ("holds", "violated")
+NODE_ACTIONS = ("crash", "restart", "pause", "resume")
+LINK_ACTIONS = ("delay", "loss", "duplicate", "reorder", "rate")
+FAULT_ACTIONS = ("partition", "heal", *NODE_ACTIONS, *LINK_ACTIONS)
+REVERTIBLE = ("partition", "crash", "pause", *LINK_ACTIONS)   # may carry `for:`
+ONEWAY_ACTIONS = ("partition", *LINK_ACTIONS)
+HEAL_WHAT = ("all", "partition", "links", "network")
+MAX_NODES = 1000
+# Node names become host names, container names and trace `node` values; `lab` is the
+# orchestrator's own trace name and the symbols would make targets ambiguous.
+RESERVED_NAMES = frozenset((*TARGET_SYMBOLS, "lab"))
+_NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+_SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def parse_distribution(value: object) -> str:
+    """The shape of a link's jitter: one of :data:`DISTRIBUTIONS`."""
+    if value in DISTRIBUTIONS:
+        return value  # type: ignore[return-value]
+    raise ValueError(f"expected one of {', '.join(DISTRIBUTIONS)}, got {value!r}")
+
+
+# A link's settings in YAML (each a LinkParams field) -> its parser.
+_LINK_KEYS: dict[str, Callable[[Any], Any]] = {
+    "delay": parse_duration, "jitter": parse_duration, "distribution": parse_distribution,
+    "loss": parse_percent, "duplicate": parse_percent, "reorder": parse_percent,
+    "rate": parse_bitrate,
+}
+# Which settings each link fault may set in its mapping form; `value` names the fault's own field.
+_LINK_FAULT_KEYS = {"delay": ("delay", "jitter", "distribution"), "loss": ("value",),
+                    "duplicate": ("value",), "reorder": ("value",), "rate": ("rate",)}
+
+
+# -- a YAML node that knows where it stands -----------------------------------------
+
+class _Doc:
+    """What every node of one file shares: the file's name and a constructor for plain values."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.ctor = SafeConstructor()
+
+
+@dataclasses.dataclass
+class _Y:
+    node: yaml.Node
+    field: str
+    doc: _Doc
+    key_line: int | None = None      # the line of the key this value stands under
+
+    @property
+    def line(self) -> int:
+        return self.node.start_mark.line + 1
+
+    @property
+    def head_line(self) -> int:
+        """Where a complaint about the whole value goes: its key's line (``workload:``)."""
+        return self.key_line or self.line
+
+    def error(self, message: str, field: str | None = None, line: int | None = None) -> ConfigError:
+        return ConfigError(message, path=self.doc.path, line=line or self.line,
+                           field=(field if field is not None else self.field) or None)
+
+    def child(self, node: yaml.Node, suffix: str, key_line: int | None = None) -> _Y:
+        sep = "" if not self.field or suffix.startswith("[") else "."
+        return _Y(node, f"{self.field}{sep}{suffix}", self.doc, key_line)
+
+    # -- shapes ---------------------------------------------------------------------
+    def value(self) -> Any:
+        """The node as plain Python (what yaml.safe_load would give)."""
+        try:
+            return self.doc.ctor.construct_document(self.node)
+        except yaml.YAMLError as e:
+            raise self.error(f"cannot read this value: {getattr(e, 'problem', e)}") from None
+
+    def is_map(self) -> bool:
+        return isinstance(self.node, yaml.MappingNode)
+
+    def is_seq(self) -> bool:
+        return isinstance(self.node, yaml.SequenceNode)
+
+    def is_null(self) -> bool:
+        return isinstance(self.node, yaml.ScalarNode) and self.node.tag.endswith(":null")
+
+    def mapping(self, known: tuple[str, ...] | None = None, required: tuple[str, ...] = (),
+                what: str = "mapping") -> dict[str, _Y]:
+        """The node's keys -> children; unknown keys, duplicates and missing keys are errors."""
+        if not self.is_map():
+            raise self.error(f"expected a {what}, got {self._kind()}")
+        seen: set[Any] = set()
+        for knode, _ in self.node.value:
+            if knode.tag.endswith(":merge"):
+                continue
+            key = _Y(knode, self.field, self.doc).value()
+            if key in seen:
+                raise self.error("repeated key", field=self.child(knode, str(key)).field,
+                                 line=knode.start_mark.line + 1)
+            seen.add(key)
+        # Resolve `<<: *anchor` merges; keys written here then override the merged ones.
+        self.doc.ctor.flatten_mapping(self.node)
+        out: dict[str, _Y] = {}
+        for knode, vnode in self.node.value:
+            kline = knode.start_mark.line + 1
+            key = _Y(knode, self.field, self.doc).value()
+            if not isinstance(key, str):
+                raise self.error(f"keys must be names, got {key!r}", line=kline)
+            if known is not None and key not in known:
+                hint = difflib.get_close_matches(key, known, n=1)
+                also = f"; did you mean {hint[0]}?" if hint else f" (known: {', '.join(known)})"
+                raise self.error(f"unknown key{also}", field=self.child(vnode, key).field, line=kline)
+            out[key] = self.child(vnode, key, kline)
+        for key in required:
+            if key not in out:
+                raise self.error(f"{key} is required", field=self.child(self.node, key).field,
+                                 line=self.head_line)
+        return out
+
+    def seq(self, what: str = "list") -> list[_Y]:
+        if not self.is_seq():
+            raise self.error(f"expected a {what}, got {self._kind()}")
+        return [self.child(n, f"[{i}]") for i, n in enumerate(self.node.value)]
+
+    def _kind(self) -> str:
+        if self.is_map():
+            return "a mapping"
+        if self.is_seq():
+            return "a list"
+        return repr(self.value())
+
+    # -- scalars --------------------------------------------------------------------
+    def str_(self, pattern: re.Pattern[str] | None = None, what: str = "a name") -> str:
+        v = self.value()
+        if not isinstance(v, str) or not v or (pattern is not None and not pattern.match(v)):
+            raise self.error(f"expected {what}, got {v!r}")
+        return v
+
+    def choice(self, options: tuple[str, ...]) -> str:
+        v = self.value()
+        if v not in options:
+            raise self.error(f"expected one of {', '.join(options)}, got {v!r}")
+        return v
+
+    def int_(self, low: int = 0, high: int | None = None) -> int:
+        v = self.value()
+        if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+            span = f"from {low} to {high}" if high is not None else f">= {low}"
+            raise self.error(f"expected a whole number {span}, got {v!r}")
+        return v
+
+    def bool_(self) -> bool:
+        v = self.value()
+        if not isinstance(v, bool):
+            raise self.error(f"expected true or false, got {v!r}")
+        return v
+
+    def unit(self, parse: Callable[[Any], Any]) -> Any:
+        try:
+            return parse(self.value())
+        except ValueError as e:
+            raise self.error(str(e)) from None
+
+    def duration(self) -> float:
+        return self.unit(parse_duration)
+
+
+# -- loading ------------------------------------------------------------------------
+
+def load_scenario(path: str, known_checks: set[str] | None = None) -> Scenario:
+    """Read a scenario file. Every mistake is a ConfigError with file, line and field."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror or e}", path=path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not a UTF-8 text file", path=path) from None
+    return load_scenario_text(text, path=path, known_checks=known_checks)
+
+
+def load_scenario_text(text: str, path: str = "<string>",
+                       known_checks: set[str] | None = None) -> Scenario:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"not valid YAML: {problem}", path=path,
+                          line=mark.line + 1 if mark else None) from None
+    if root is None:
+        raise ConfigError("the file is empty", path=path)
+    return _Loader(_Y(root, "", _Doc(path)), known_checks).scenario()
+
+
+class _Loader:
+    def __init__(self, root: _Y, known_checks: set[str] | None) -> None:
+        self.root = root
+        self.known_checks = known_checks
+        self.names: list[str] = []
+
+    def scenario(self) -> Scenario:
+        top = self.root.mapping(TOP_KEYS, required=("name", "protocol", "nodes"),
+                                what="mapping of scenario keys (name, protocol, nodes, ...)")
+        name = top["name"].str_(_SCENARIO_NAME, "a scenario name (letters, digits, . _ -)")
+        # An optional key left empty (`faults:`) means the same as leaving it out.
+        opt = {k: v for k, v in top.items() if not v.is_null()}
+        if "description" in opt:
+            opt["description"].str_(what="a text")
+        if "source" in opt:
+            opt["source"].str_(what="a file name")
+        if "backend" in opt:
+            opt["backend"].choice(BACKENDS)
+        protocol = self.protocol(top["protocol"])
+        nodes = self.nodes(top["nodes"])
+        self.names = [n.name for n in nodes]
+        config = self.config(opt.get("config"), protocol, top["protocol"])
+        return Scenario(
+            name=name, protocol=protocol, nodes=nodes, config=config,
+            network=self.network(opt["network"]) if "network" in opt else NetworkSpec(),
+            workload=self.workload(opt["workload"]) if "workload" in opt else WorkloadSpec(),
+            faults=self.faults(opt["faults"]) if "faults" in opt else [],
+            checks=self.checks(opt["checks"]) if "checks" in opt else [],
+            expect=self.expect(opt["expect"]) if "expect" in opt else {},
+            seed=opt["seed"].int_(0, 2**63 - 1) if "seed" in opt else None,
+            settle=opt["settle"].duration() if "settle" in opt else Scenario.settle,
+            source=self.root.doc.path, raw=self.root.value(),
+        )
+
+    # -- protocol and nodes -----------------------------------------------------------
+    def protocol(self, y: _Y) -> str:
+        name = y.str_(what="a protocol name")
+        if name not in protocols.names():
+            raise y.error(f"unknown protocol {name!r} (known: {', '.join(protocols.names())})")
+        return name
+
+    def nodes(self, y: _Y) -> list[NodeSpec]:
+        if y.is_map():
+            raise y.error("expected a node count like 5 or a list of nodes")
+        if not y.is_seq():
+            n = y.int_(1, MAX_NODES)
+            return [NodeSpec(f"n{i}") for i in range(1, n + 1)]
+        items = y.seq("list of nodes")
+        if not items:
+            raise y.error("expected at least one node")
+        out: list[NodeSpec] = []
+        seen: set[str] = set()
+        for item in items:
+            spec = self.node_spec(item)
+            if spec.name in seen:
+                raise item.error(f"node {spec.name} is named twice")
+            seen.add(spec.name)
+            out.append(spec)
+        if len(out) > MAX_NODES:
+            raise y.error(f"at most {MAX_NODES} nodes")
+        return out
+
+    def node_spec(self, y: _Y) -> NodeSpec:
+        if not y.is_map():
+            return NodeSpec(self.node_name(y))
+        m = y.mapping(required=("name",))
+        role = region = None
+        if "role" in m and not m["role"].is_null():
+            role = m["role"].str_(what="a role name")
+        if "region" in m and not m["region"].is_null():
+            region = m["region"].str_(what="a region name")
+        attrs = {k: v.value() for k, v in m.items() if k not in ("name", "role", "region")}
+        return NodeSpec(self.node_name(m["name"]), role=role, region=region, attrs=attrs)
+
+    def node_name(self, y: _Y) -> str:
+        name = y.str_(_NODE_NAME, "a node name (a letter, then letters, digits, _ or -)")
+        if name in RESERVED_NAMES:
+            raise y.error(f"{name!r} is reserved (a fault target or the orchestrator); "
+                          "pick another node name")
+        return name
+
+    def config(self, y: _Y | None, protocol: str, protocol_y: _Y) -> dict[str, Any]:
+        keys = y.mapping() if y is not None else {}
+        raw = {k: v.value() for k, v in keys.items()}
+        try:
+            core = protocols.get(protocol)
+        except Exception as e:  # a protocol module that fails to import is the file's problem to report
+            raise protocol_y.error(f"{protocol} cannot be loaded: {e}") from None
+        try:
+            build_config(core, raw)
+        except ConfigValueError as e:
+            at = keys.get(e.field)
+            line = at.line if at else (y.head_line if y else None)
+            raise self.root.error(e.message, field=f"config.{e.field}", line=line) from None
+        return raw
+
+    # -- network -------------------------------------------------------------------------
+    def link_changes(self, m: dict[str, _Y], keys: tuple[str, ...] = tuple(_LINK_KEYS)) -> dict[str, Any]:
+        """The LinkParams fields set in mapping ``m``, converted to seconds, fractions, bit/s."""
+        return {key: m[key].unit(_LINK_KEYS[key]) for key in keys if key in m}
+
+    def network(self, y: _Y) -> NetworkSpec:
+        m = y.mapping((*_LINK_KEYS, "links"))
+        default = LinkParams().merged(**self.link_changes(m))
+        rules: dict[tuple[str, str], LinkParams] = {}
+        for item in m["links"].seq("list of links") if "links" in m else []:
+            lm = item.mapping(("from", "to", "oneway", *_LINK_KEYS), required=("from", "to"))
+            changes = self.link_changes(lm)
+            if not changes:
+                raise item.error(f"a link sets at least one of {', '.join(_LINK_KEYS)}")
+            srcs, dsts = self.link_names(lm["from"]), self.link_names(lm["to"])
+            oneway = lm["oneway"].bool_() if "oneway" in lm else False
+            pairs = [(a, b) for a in srcs for b in dsts if a != b]
+            if not oneway:
+                pairs += [(b, a) for a, b in pairs]
+            if not pairs:
+                raise item.error("this link joins a node only to itself")
+            for pair in pairs:
+                # Later links layer over earlier ones for the same pair; one rule per pair.
+                rules[pair] = rules.get(pair, default).merged(**changes)
+        return NetworkSpec(default=default,
+                           links=tuple(LinkRule(a, b, p) for (a, b), p in rules.items()))
+
+    def link_names(self, y: _Y) -> list[str]:
+        items = y.seq() if y.is_seq() else [y]
+        out: list[str] = []
+        for item in items:
+            name = item.str_(what="a node name or all")
+            if name == "all":
+                out += self.names
+            elif name in self.names:
+                out.append(name)
+            else:
+                raise item.error(f"no node named {name!r} (nodes: {', '.join(self.names)})")
+        return out
+
+    # -- workload ------------------------------------------------------------------------
+    def workload(self, y: _Y) -> WorkloadSpec:
+        m = y.mapping()
+        if "kind" not in m:
+            raise y.error(f"kind is required ({', '.join(WORKLOAD_KINDS)})",
+                          field=y.child(y.node, "kind").field, line=y.head_line)
+        kind = m["kind"].choice(WORKLOAD_KINDS)
+        spec = WorkloadSpec(
+            kind=kind,
+            clients=m["clients"].int_(1, 10_000) if "clients" in m else 1,
+            rate=m["rate"].unit(parse_rate) if "rate" in m else None,
+            concurrency=m["concurrency"].int_(1, 10_000) if "concurrency" in m else None,
+            duration=m["duration"].duration() if "duration" in m else 0.0,
+            timeout=m["timeout"].duration() if "timeout" in m else WorkloadSpec.timeout,
+            params={k: v.value() for k, v in m.items()
+                    if k not in ("kind", "clients", "rate", "concurrency", "duration", "timeout")},
+        )
+        if spec.rate is not None and spec.concurrency is not None:
+            raise m["concurrency"].error("set rate (open loop) or concurrency (closed loop), not both")
+        if kind != "none" and spec.duration <= 0:
+            raise y.error(f"a {kind} workload needs a duration like 10s",
+                          field=y.child(y.node, "duration").field, line=y.head_line)
+        if spec.timeout <= 0:
+            raise m["timeout"].error("must be above 0s")
+        return spec
+
+    # -- faults ----------------------------------------------------------------------------
+    def faults(self, y: _Y) -> list[FaultStep]:
+        steps = [self.fault(item) for item in y.seq("list of faults")]
+        return sorted(steps, key=lambda s: s.at)     # stable: same-time steps keep file order
+
+    def fault(self, y: _Y) -> FaultStep:
+        m = y.mapping(("at", "for", "oneway", *FAULT_ACTIONS), required=("at",),
+                      what="mapping like {at: 5s, crash: leader}")
+        actions = [k for k in m if k in FAULT_ACTIONS]
+        if len(actions) != 1:
+            found = ", ".join(actions) or "none"
+            raise y.error(f"a fault has exactly one action of {', '.join(FAULT_ACTIONS)} "
+                          f"(found: {found})")
+        action = actions[0]
+        at = m["at"].duration()
+        duration = None
+        if "for" in m:
+            if action not in REVERTIBLE:
+                raise m["for"].error(f"{action} cannot be reverted; for: applies to "
+                                     f"{', '.join(REVERTIBLE)}")
+            duration = m["for"].duration()
+            if duration <= 0:
+                raise m["for"].error("must be above 0s")
+        oneway = False
+        if "oneway" in m:
+            if action not in ONEWAY_ACTIONS:
+                raise m["oneway"].error(f"oneway applies to {', '.join(ONEWAY_ACTIONS)}, not {action}")
+            oneway = m["oneway"].bool_()
+        v = m[action]
+        if action == "partition":
+            args: Any = self.partition(v)
+        elif action == "heal":
+            args = v.choice(HEAL_WHAT)
+        elif action in NODE_ACTIONS:
+            args = self.target(v)
+        else:
+            args = self.link_fault(action, v)
+        return FaultStep(at=at, action=action, args=args, oneway=oneway, duration=duration,
+                         line=y.line)
+
+    def target(self, y: _Y, *, allow_list: bool = True) -> str | list[str]:
+        """A node name, a symbol (leader, minority, ...) or a list of them; kept as written."""
+        if y.is_seq() and allow_list:
+            items = y.seq()
+            if not items:
+                raise y.error("expected at least one target")
+            return [self.target(i, allow_list=False) for i in items]  # type: ignore[misc]
+        name = y.str_(what=f"a node name or one of {', '.join(TARGET_SYMBOLS)}")
+        if name not in self.names and name not in TARGET_SYMBOLS:
+            raise y.error(f"no node or target named {name!r} (nodes: {', '.join(self.names)}; "
+                          f"targets: {', '.join(TARGET_SYMBOLS)})")
+        return name
+
+    def partition(self, y: _Y) -> str | list[str | list[str]]:
+        if not y.is_seq():
+            return self.target(y, allow_list=False)          # one group against the rest
+        groups = y.seq("list of groups")
+        if not groups:
+            raise y.error("expected groups like [[n1, n2], [n3, n4, n5]] or [minority, majority]")
+        return [self.target(g) for g in groups]
+
+    def link_fault(self, action: str, y: _Y) -> dict[str, Any]:
+        """Args of a link fault: ``{from, to} | {nodes}`` plus LinkParams fields, in SI units."""
+        if not y.is_map():
+            # Shorthand: `loss: 5%` shapes every link.
+            return {"from": "all", "to": "all", action: y.unit(_LINK_KEYS[action])}
+        keys = _LINK_FAULT_KEYS[action]
+        m = y.mapping(("from", "to", "nodes", *keys))
+        if "nodes" in m and ("from" in m or "to" in m):
+            raise m["nodes"].error("use nodes (every link in or out) or from/to, not both")
+        if "value" in m:
+            out = {action: m["value"].unit(_LINK_KEYS[action])}
+        else:
+            out = self.link_changes(m, keys)
+        if not out:
+            raise y.error(f"{action} needs {' or '.join(keys)}")
+        where = {"nodes": self.target(m["nodes"])} if "nodes" in m else {
+            "from": self.target(m["from"]) if "from" in m else "all",
+            "to": self.target(m["to"]) if "to" in m else "all"}
+        return {**where, **out}
+
+    # -- checks --------------------------------------------------------------------------
+    def check_name(self, y: _Y, name: str | None = None) -> str:
+        name = name if name is not None else y.str_(what="a check name")
+        if self.known_checks is not None and name not in self.known_checks:
+            known = ", ".join(sorted(self.known_checks)) or "none"
+            raise y.error(f"unknown check {name!r} (known: {known})")
+        return name
+
+    def checks(self, y: _Y) -> list[str]:
+        out: list[str] = []
+        for item in y.seq("list of check names"):
+            name = self.check_name(item)
+            if name in out:
+                raise item.error(f"check {name} is listed twice")
+            out.append(name)
+        return out
+
+    def expect(self, y: _Y) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key, v in y.mapping().items():
+            self.check_name(v, key)     # a check named only here runs too (lab/runner.py)
+            out[key] = v.choice(VERDICTS)
+        return out
+
+
+# -- writing back -----------------------------------------------------------------------
+
+def _reads_back(text: str, parse: Callable[[str], Any], value: Any) -> bool:
+    try:
+        return parse(text) == value
+    except ValueError:
+        return False
+
+
+def _plain_decimal(x: float) -> str:
+    """``repr`` without exponent notation, which parse_duration does not read."""
+    s = repr(x)
+    return format(Decimal(x), "f") if "e" in s else s
+
+
+def duration_text(seconds: float) -> str:
+    """``0.15`` -> ``"150ms"``: a form parse_duration reads back to the very same float."""
+    for text in (format_duration(seconds), f"{_plain_decimal(seconds * 1000)}ms",
+                 f"{_plain_decimal(seconds)}s"):
+        if _reads_back(text, parse_duration, seconds):
+            return text
+    return f"{format(Decimal(seconds), 'f')}s"   # the float's exact expansion: always reads back
+
+
+def percent_text(fraction: float) -> str:
+    """``0.05`` -> ``"5%"``; exact for every value parse_percent gives."""
+    guess = fraction * 100
+    near, up, down = [guess], guess, guess
+    for _ in range(3):      # x/100 can land an ulp or two away from the x that was written
+        up, down = math.nextafter(up, math.inf), math.nextafter(down, -math.inf)
+        near += [up, down]
+    for text in [f"{guess:g}%", *(f"{x!r}%" for x in near)]:
+        if _reads_back(text, parse_percent, fraction):
+            return text
+    return f"{guess!r}%"
+
+
+def bitrate_text(bits: int) -> str:
+    """``1_000_000`` -> ``"1mbit"``."""
+    for unit, scale in (("gbit", 10**9), ("mbit", 10**6), ("kbit", 10**3)):
+        if bits >= scale and bits % scale == 0:
+            return f"{bits // scale}{unit}"
+    return f"{bits}bit"
+
+
+def rate_text(per_second: float) -> str:
+    """``100.0`` -> ``"100/s"``."""
+    text = f"{per_second:g}/s"
+    return text if _reads_back(text, parse_rate, per_second) else f"{per_second!r}/s"
+
+
+def _link_text(key: str, value: Any) -> Any:
+    """One LinkParams field as YAML writes it."""
+    if key in ("delay", "jitter"):
+        return duration_text(value)
+    if key == "rate":
+        return bitrate_text(value)
+    if key == "distribution":
+        return value
+    return percent_text(value)
+
+
+def _link_dict(p: LinkParams, base: LinkParams) -> dict[str, Any]:
+    """The fields of ``p`` that differ from ``base``, in YAML units."""
+    return {k: _link_text(k, getattr(p, k)) for k in _LINK_KEYS
+            if getattr(p, k) != getattr(base, k) and getattr(p, k) is not None}
+
+
+def _fault_dict(step: FaultStep) -> dict[str, Any]:
+    out: dict[str, Any] = {"at": duration_text(step.at)}
+    args = step.args
+    if step.action in LINK_ACTIONS:
+        args = {}
+        for key, value in step.args.items():
+            if key in ("from", "to", "nodes"):
+                args[key] = value
+            elif key == step.action and "value" in _LINK_FAULT_KEYS[key]:
+                args["value"] = _link_text(key, value)
+            else:
+                args[key] = _link_text(key, value)
+    out[step.action] = args
+    if step.duration is not None:
+        out["for"] = duration_text(step.duration)
+    if step.oneway:
+        out["oneway"] = True
+    return out
+
+
+def scenario_to_dict(s: Scenario) -> dict[str, Any]:
+    """The resolved scenario as YAML-ready data (explicit units); loads back to an equal Scenario."""
+    plain = all(n == NodeSpec(f"n{i}") for i, n in enumerate(s.nodes, 1))
+    nodes: Any = len(s.nodes) if plain and s.nodes else [
+        {k: v for k, v in n.as_dict().items() if v is not None} for n in s.nodes]
+    out: dict[str, Any] = {"name": s.name}
+    if isinstance(s.raw, dict) and isinstance(s.raw.get("description"), str):
+        out["description"] = s.raw["description"]
+    out.update({"protocol": s.protocol, "nodes": nodes, "config": dict(s.config)})
+    network: dict[str, Any] = _link_dict(s.network.default, LinkParams())
+    if s.network.links:
+        # One directed rule per pair, each complete: a link equal to the default still says its delay.
+        network["links"] = [{"from": r.src, "to": r.dst, "oneway": True,
+                             **(_link_dict(r.params, s.network.default)
+                                or {"delay": duration_text(r.params.delay)})}
+                            for r in s.network.links]
+    out["network"] = network
+    w = s.workload
+    workload: dict[str, Any] = {"kind": w.kind, "clients": w.clients}
+    if w.rate is not None:
+        workload["rate"] = rate_text(w.rate)
+    if w.concurrency is not None:
+        workload["concurrency"] = w.concurrency
+    workload.update({"duration": duration_text(w.duration), "timeout": duration_text(w.timeout),
+                     **w.params})
+    out["workload"] = workload
+    out["faults"] = [_fault_dict(f) for f in s.faults]
+    out["checks"] = list(s.checks)
+    out["expect"] = dict(s.expect)
+    if s.seed is not None:
+        out["seed"] = s.seed
+    out["settle"] = duration_text(s.settle)
+    return out

@@ -1,0 +1,517 @@
+"""The node agent: hosts one protocol core behind pyzmq sockets.
+
+    python -m nodes.agent --spec SPEC.json
+
+One single-threaded event loop on ``zmq.Poller`` with a timer heap. Per loop
+iteration: poll; drain the peer, control and ZAP sockets (bounded batches); fire
+due timers; then *commit*: one ``fsync`` for every storage write the handlers
+made (group commit), and only then send the messages and client replies they
+buffered (persist, then send), and write the trace lines.
+
+Sockets (every one: ``MAXMSGSIZE`` = wire.MAX_MESSAGE_SIZE, ``LINGER`` 0, bounded HWM):
+
+* a ROUTER bound at ``spec.bind`` receives peer traffic; a DEALER per node
+  (``IMMEDIATE``: nothing queues for a peer that is down) sends it;
+* a ROUTER bound at ``spec.control_bind`` with CurveZMQ server keys serves the
+  orchestrator (nodes/control.py); an in-loop ZAP handler admits only the lab's
+  client public key, so any other client gets no answer and changes nothing.
+
+Bad frames are dropped, counted and traced as ``drop`` with their reason; a core
+that raises on a message is logged and counted; neither stops the agent.
+SIGTERM/SIGINT stop it gracefully (commit, flush, close). See docs/agent.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import zmq
+
+from nodes import control, wire
+from nodes.filestorage import FileStorage
+from nodes.protocols import get as get_protocol
+from nodes.protocols.core import Core, build_config
+from nodes.shim import Shim
+from nodes.tracelog import TraceWriter, last_lc
+
+log = logging.getLogger("zlab.agent")
+
+PEER_HWM = 10_000          # messages queued per peer before sends are dropped (counted)
+CONTROL_HWM = 100_000      # a benchmark may have many client ops in flight
+BATCH = 512                # frames taken from one socket per loop iteration: bounds latency of the others
+MAX_PENDING_CLIENTS = 100_000
+PARENT_CHECK = 1.0         # s between checks that the orchestrator still lives (when asked to)
+
+_T_CORE, _T_SEND, _T_WATCH = 0, 1, 2
+
+
+class AgentContext:
+    """The Context (nodes/protocols/core.py) the agent gives its core."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+        self.node = agent.node
+        self.nodes = agent.nodes
+        self.storage = agent.storage
+        self.rng = agent.core_rng
+
+    def now(self) -> float:
+        return time.monotonic() - self._agent.mono0
+
+    def send(self, dst: str, type: str, body: dict[str, Any]) -> None:
+        self._agent.send(dst, type, body)
+
+    def set_timer(self, name: str, after: float) -> None:
+        self._agent.set_timer(name, after)
+
+    def cancel_timer(self, name: str) -> None:
+        self._agent.core_timers.pop(name, None)
+
+    def reply(self, client: str, result: dict[str, Any]) -> None:
+        self._agent.reply(client, result)
+
+    def trace(self, ev: str, **fields: Any) -> None:
+        a = self._agent
+        a.tracer.event(ev, time.time() - a.t0, a.lc, **fields)
+
+
+def load_keys(spec: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
+    """(server public, server secret, client public) as z85 bytes, from inline keys or key files."""
+    keys = spec.get("keys") or {}
+    if "server_secret_file" in keys:
+        import zmq.auth
+        public, secret = zmq.auth.load_certificate(keys["server_secret_file"])
+        client, _ = zmq.auth.load_certificate(keys["client_public_file"])
+        if secret is None:
+            raise ValueError(f"{keys['server_secret_file']} holds no secret key")
+        return public, secret, client
+    try:
+        return (keys["server_public"].encode(), keys["server_secret"].encode(), keys["client_public"].encode())
+    except KeyError as e:
+        raise ValueError(f"spec.keys lacks {e}") from None
+
+
+class Agent:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.lab: str = spec["lab"]
+        self.node: str = spec["node"]
+        self.nodes: dict[str, dict[str, Any]] = spec["nodes"]
+        self.t0: float = float(spec.get("t0") or time.time())
+        # now() counts from t0 like the trace does, but on the monotonic clock, for timers.
+        self.mono0 = time.monotonic() - (time.time() - self.t0)
+        self.data_dir: str = spec["data_dir"]
+        os.makedirs(self.data_dir, exist_ok=True)
+        seed = spec.get("seed", 0)
+        incarnation = spec.get("incarnation", 0)
+        self.core_rng = random.Random(f"{seed}/{self.node}/{incarnation}")
+        self.shim = Shim(f"shim/{seed}/{self.node}/{incarnation}")
+        if spec.get("rules"):
+            self.shim.set_rules(spec["rules"])
+        self.boot = os.urandom(3).hex()
+        self.counters: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()
+        self.storage = FileStorage(os.path.join(self.data_dir, "storage"), fsync=spec.get("fsync", True))
+        trace_path = os.path.join(self.data_dir, control.FILES["trace"])
+        self.lc = last_lc(trace_path)
+        self.tracer = TraceWriter(trace_path, self.node, level=spec.get("trace", "all"))
+        self.core_cls: type[Core] = get_protocol(spec["protocol"])
+        self.types = self.core_cls.message_types
+        self.core_timers: dict[str, int] = {}          # timer name -> seq of its live heap entry
+        self.heap: list[tuple[float, int, int, Any]] = []
+        self._seq = 0
+        self._mseq = 0
+        self.out: list[tuple[str, str, str, bytes]] = []        # (dst, mid, type, frame) to send after commit
+        self.replies: list[list[bytes]] = []                    # control frames to send after commit
+        self.pending: dict[str, tuple[bytes, Any]] = {}         # client token -> (routing id, request id)
+        self._tok = 0
+        self.running = True
+        self._shutdown_requested = False
+        self.zctx = zmq.Context.instance()
+        self._open_sockets()
+        self.ctx = AgentContext(self)
+        self.core = self.core_cls(self.ctx, build_config(self.core_cls, spec.get("config")))
+
+    # -- sockets ----------------------------------------------------------------
+    def _sock(self, kind: int, hwm: int) -> zmq.Socket:
+        s = self.zctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE_SIZE)
+        s.setsockopt(zmq.SNDHWM, hwm)
+        s.setsockopt(zmq.RCVHWM, hwm)
+        return s
+
+    def _open_sockets(self) -> None:
+        spec = self.spec
+        public, secret, client = load_keys(spec)
+        self.client_key = zmq.utils.z85.decode(client)
+        # The ZAP handler must be bound before the Curve socket, or libzmq admits everyone.
+        self.zap = self.zctx.socket(zmq.REP)
+        self.zap.setsockopt(zmq.LINGER, 0)
+        self.zap.bind("inproc://zeromq.zap.01")
+        self.ctl = self._sock(zmq.ROUTER, CONTROL_HWM)
+        self.ctl.setsockopt(zmq.CURVE_SERVER, 1)
+        self.ctl.setsockopt(zmq.CURVE_PUBLICKEY, public)
+        self.ctl.setsockopt(zmq.CURVE_SECRETKEY, secret)
+        self.ctl.setsockopt(zmq.ZAP_DOMAIN, control.ZAP_DOMAIN.encode())
+        self.ctl.bind(spec["control_bind"])
+        self.router = self._sock(zmq.ROUTER, PEER_HWM)
+        self.router.bind(spec["bind"])
+        self.dealers: dict[str, zmq.Socket] = {}
+        for name, endpoint in spec["peers"].items():
+            d = self._sock(zmq.DEALER, PEER_HWM)
+            d.setsockopt(zmq.IMMEDIATE, 1)
+            d.setsockopt(zmq.RECONNECT_IVL, 50)
+            d.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+            d.setsockopt(zmq.SNDTIMEO, 0)
+            d.connect(endpoint)
+            self.dealers[name] = d
+        # Signals wake the poller through this pair, so SIGTERM is handled at once, between handlers.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.poller = zmq.Poller()
+        for s in (self.router, self.ctl, self.zap):
+            self.poller.register(s, zmq.POLLIN)
+        self.poller.register(self._wake_r.fileno(), zmq.POLLIN)
+
+    # -- the context's actions ------------------------------------------------------
+    def send(self, dst: str, type: str, body: dict[str, Any]) -> None:
+        self.lc += 1
+        self._mseq += 1
+        mid = f"{self.node}.{self.boot}.{self._mseq}"
+        ts = time.time() - self.t0
+        try:
+            frame = wire.encode(wire.Envelope(self.lab, self.node, dst, mid, type, body, self.lc))
+        except wire.WireError as e:
+            self._drop(ts, mid, type, dst, e.reason)
+            log.warning("cannot send %s to %s: %s", type, dst, e)
+            return
+        self.counters["sent"] += 1
+        self.tracer.message("send", ts, self.lc, mid, type, dst)
+        if dst not in self.dealers:
+            self._drop(ts, mid, type, dst, "unknown_peer")
+            return
+        if not self.shim.active:
+            self.out.append((dst, mid, type, frame))
+            return
+        verdict = self.shim.outgoing(dst)
+        if isinstance(verdict, str):
+            self._drop(ts, mid, type, dst, verdict)
+            return
+        for delay in verdict:
+            if delay <= 0.0:
+                self.out.append((dst, mid, type, frame))
+            else:
+                self._push(time.monotonic() + delay, _T_SEND, (dst, mid, type, frame))
+
+    def reply(self, client: str, result: dict[str, Any]) -> None:
+        dest = self.pending.pop(client, None)
+        if dest is None:
+            self.counters["reply_unknown_client"] += 1
+            return
+        self.counters["replies"] += 1
+        self.tracer.event("reply", time.time() - self.t0, self.lc, data={"client": client, "result": result})
+        self.replies.append([dest[0], control.pack({"id": dest[1], "result": result})])
+
+    def set_timer(self, name: str, after: float) -> None:
+        self._seq += 1
+        self.core_timers[name] = self._seq
+        heapq.heappush(self.heap, (time.monotonic() + max(0.0, after), self._seq, _T_CORE, name))
+
+    def _push(self, when: float, kind: int, arg: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self.heap, (when, self._seq, kind, arg))
+
+    def _drop(self, ts: float, mid: Any, type: str, peer: str, reason: str) -> None:
+        self.drops[reason] += 1
+        self.tracer.message("drop", ts, self.lc, mid, type, peer, {"reason": reason})
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        if self.spec.get("parent_pid"):
+            self._push(time.monotonic() + PARENT_CHECK, _T_WATCH, None)
+        recovered = self.storage.recovered_records > 0 or bool(self.spec.get("incarnation"))
+        self.tracer.event("log", time.time() - self.t0, self.lc,
+                          data={"msg": "recovered" if recovered else "started"})
+        log.info("%s %s (%s) pid %d, boot %s, %d WAL records, %d torn bytes cut",
+                 "recovered" if recovered else "started", self.node, self.core_cls.name,
+                 os.getpid(), self.boot, self.storage.recovered_records, self.storage.torn_bytes)
+        self.core.start()
+        self._commit()
+        try:
+            while self.running:
+                self._iterate()
+        finally:
+            self._close()
+        return 0
+
+    def _iterate(self) -> None:
+        timeout = 1000
+        if self.heap:
+            timeout = max(0, min(timeout, int((self.heap[0][0] - time.monotonic()) * 1000.0 + 0.999)))
+        try:
+            events = self.poller.poll(timeout)
+        except zmq.ZMQError:
+            events = []
+        for s, _ in events:
+            if s is self.router:
+                self._drain_peers()
+            elif s is self.ctl:
+                self._drain_control()
+            elif s is self.zap:
+                self._drain_zap()
+            else:
+                try:
+                    self._wake_r.recv(64)
+                except OSError:
+                    pass
+        if self.heap:
+            self._fire_timers()
+        self._commit()
+        if self._shutdown_requested:
+            self.running = False
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        log.info("signal %d: shutting down", signum)
+        self.running = False
+
+    def _fire_timers(self) -> None:
+        now = time.monotonic()
+        heap = self.heap
+        for _ in range(10_000):      # bounded: a core that keeps re-arming 0s timers cannot starve the sockets
+            if not heap or heap[0][0] > now:
+                return
+            _, seq, kind, arg = heapq.heappop(heap)
+            if kind == _T_CORE:
+                if self.core_timers.get(arg) != seq:
+                    continue          # cancelled or replaced
+                del self.core_timers[arg]
+                self.counters["timers"] += 1
+                if self.tracer.messages:
+                    self.tracer.event("timer", time.time() - self.t0, self.lc, type=arg)
+                self._guard("timer", self.core.handle_timer, arg)
+            elif kind == _T_SEND:
+                self.out.append(arg)
+            elif kind == _T_WATCH:
+                if os.getppid() != self.spec["parent_pid"]:
+                    log.info("orchestrator %s is gone: shutting down", self.spec["parent_pid"])
+                    self.running = False
+                else:
+                    self._push(now + PARENT_CHECK, _T_WATCH, None)
+
+    def _guard(self, what: str, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 -- network input must never stop the agent
+            self.counters["handler_errors"] += 1
+            if self.counters["handler_errors"] <= 20:
+                log.exception("core raised handling %s %r", what, args[:2])
+            self.tracer.event("log", time.time() - self.t0, self.lc,
+                              data={"msg": f"core error in {what}: {type(e).__name__}: {e}"[:300]})
+
+    def _drain_peers(self) -> None:
+        router = self.router
+        for _ in range(BATCH):
+            try:
+                frames = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ts = time.time() - self.t0
+            if len(frames) != 2:
+                self._drop(ts, None, "?", "?", "malformed")
+                continue
+            try:
+                env = wire.decode(frames[1], lab=self.lab, types=self.types)
+            except wire.WireError as e:
+                self._drop(ts, None, "?", "?", e.reason)
+                continue
+            if env.dst != self.node:
+                self._drop(ts, env.id, env.type, env.src, "malformed")
+                continue
+            if self.shim.active:
+                reason = self.shim.incoming(env.src)
+                if reason:
+                    self._drop(ts, env.id, env.type, env.src, reason)
+                    continue
+            lc = self.lc
+            self.lc = (env.lc if env.lc > lc else lc) + 1
+            self.counters["recv"] += 1
+            self.tracer.message("recv", ts, self.lc, env.id, env.type, env.src)
+            self._guard("message", self.core.handle_message, env.src, env.type, env.body)
+
+    def _drain_zap(self) -> None:
+        # ZAP (RFC 27): [version, request id, domain, address, identity, mechanism, credentials...]
+        for _ in range(BATCH):
+            try:
+                req = self.zap.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ok = (len(req) >= 7 and req[0] == b"1.0" and req[5] == b"CURVE" and req[6] == self.client_key)
+            if not ok:
+                self.counters["auth_denied"] += 1
+                n = self.counters["auth_denied"]
+                if n & (n - 1) == 0:    # a refused client retries its handshake: log 1, 2, 4, 8... times
+                    log.warning("control client refused (mechanism %r, %d refusals so far)",
+                                req[5] if len(req) > 5 else None, n)
+            rid = req[1] if len(req) > 1 else b""
+            self.zap.send_multipart([b"1.0", rid, b"200" if ok else b"400",
+                                     b"OK" if ok else b"unknown client key", b"orchestrator" if ok else b"", b""])
+
+    def _drain_control(self) -> None:
+        for _ in range(BATCH):
+            try:
+                frames = self.ctl.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                self.counters["control_errors"] += 1
+                continue
+            ident, data = frames
+            msg: dict[str, Any] = {}
+            try:
+                msg = control.unpack(data)
+                answer = self._control(ident, msg)
+            except Exception as e:  # noqa: BLE001 -- a bad request gets an error answer, never a crash
+                self.counters["control_errors"] += 1
+                answer = {"error": f"{type(e).__name__}: {e}"[:300]}
+            if answer is not None:
+                answer["id"] = msg.get("id")
+                self.replies.append([ident, control.pack(answer)])
+
+    def _control(self, ident: bytes, msg: dict[str, Any]) -> dict[str, Any] | None:
+        op = msg.get("op")
+        if op == "submit":
+            req = msg.get("req")
+            if not isinstance(req, dict):
+                return {"error": "submit needs req, a map"}
+            self._tok += 1
+            token = f"{self.node}.{self.boot}.c{self._tok}"
+            if len(self.pending) >= MAX_PENDING_CLIENTS:
+                # Forget the oldest unanswered op: its client timed out long ago.
+                self.pending.pop(next(iter(self.pending)))
+            self.pending[token] = (ident, msg.get("id"))
+            self.counters["requests"] += 1
+            self.tracer.event("request", time.time() - self.t0, self.lc, data={"client": token, "op": req})
+            self._guard("request", self.core.handle_request, token, req)
+            return None
+        if op == "hello":
+            return {"node": self.node, "protocol": self.core_cls.name, "pid": os.getpid(),
+                    "boot": self.boot, "lab": self.lab}
+        if op == "status":
+            return {"node": self.node, "core": self.core.status(), "lc": self.lc,
+                    "now": self.ctx.now(), "counters": self.stats(), "rules": self.shim.rules()}
+        if op == "set_rules":
+            self.shim.set_rules(msg)
+            self.tracer.event("log", time.time() - self.t0, self.lc,
+                              data={"msg": "shim rules", "rules": self.shim.rules()})
+            return {"rules": self.shim.rules()}
+        if op == "read_file":
+            return self._read_file(msg)
+        if op == "shutdown":
+            self._shutdown_requested = True
+            return {"ok": True}
+        return {"error": f"unknown op {op!r}"}
+
+    def _read_file(self, msg: dict[str, Any]) -> dict[str, Any]:
+        name = control.FILES.get(msg.get("name"))
+        if name is None:
+            return {"error": f"read_file name must be one of {', '.join(control.FILES)}"}
+        self.tracer.flush()
+        for h in log.handlers:
+            h.flush()
+        offset = max(0, int(msg.get("offset") or 0))
+        limit = min(control.READ_MAX, max(1, int(msg.get("max") or control.READ_MAX)))
+        path = os.path.join(self.data_dir, name)
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                f.seek(offset)
+                data = f.read(limit)
+        except FileNotFoundError:
+            return {"data": b"", "offset": 0, "size": 0}
+        return {"data": data, "offset": offset + len(data), "size": size}
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counters, "dropped": dict(self.drops), "fsyncs": self.storage.fsyncs,
+                "pending_clients": len(self.pending), "trace_events": self.tracer.events}
+
+    # -- commit: persist, then send ----------------------------------------------------------
+    def _commit(self) -> None:
+        self.storage.flush()
+        if self.out:
+            out, self.out = self.out, []
+            dealers = self.dealers
+            for dst, mid, type, frame in out:
+                try:
+                    dealers[dst].send(frame, zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    # No connection (IMMEDIATE) or HWM reached: the peer is down or not keeping up.
+                    self._drop(time.time() - self.t0, mid, type, dst, "node_down")
+        if self.replies:
+            replies, self.replies = self.replies, []
+            for frames in replies:
+                try:
+                    self.ctl.send_multipart(frames, zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    self.counters["control_send_errors"] += 1
+        self.tracer.flush()
+
+    def _close(self) -> None:
+        try:
+            self._commit()
+        finally:
+            self.storage.close()
+            self.tracer.event("log", time.time() - self.t0, self.lc, data={"msg": "stopped"})
+            self.tracer.close()
+            for s in (self.router, self.ctl, self.zap, *self.dealers.values()):
+                s.close(0)
+            signal.set_wakeup_fd(-1)
+            self._wake_r.close()
+            self._wake_w.close()
+            log.info("stopped %s", self.node)
+
+
+def _setup_logging(data_dir: str, to_stderr: bool) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    handlers: list[logging.Handler] = [logging.FileHandler(os.path.join(data_dir, control.FILES["log"]))]
+    if to_stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for h in handlers:
+        h.setFormatter(fmt)
+        log.addHandler(h)
+    log.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nodes.agent", description="zlab node agent")
+    ap.add_argument("--spec", required=True, help="the node's spec (JSON), see docs/agent.md")
+    args = ap.parse_args(argv)
+    with open(args.spec, encoding="utf-8") as f:
+        spec = json.load(f)
+    os.makedirs(spec["data_dir"], exist_ok=True)
+    _setup_logging(spec["data_dir"], bool(spec.get("log_stderr")))
+    try:
+        agent = Agent(spec)
+    except Exception:
+        log.exception("agent %s could not start", spec.get("node"))
+        return 1
+    return agent.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
