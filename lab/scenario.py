@@ -103,6 +103,7 @@ class Scenario:
     checks: list[str] = field(default_factory=list)
     expect: dict[str, str] = field(default_factory=dict)      # check -> "violated" | "holds"
     seed: int | None = None
+    description: str = ""
     settle: float = 2.0              # s after the workload before final reads and checks
     source: str | None = None        # the YAML file it came from
     raw: dict[str, Any] = field(default_factory=dict)         # the YAML as read, for the resolved copy

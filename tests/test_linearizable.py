@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lab.checks.base import HOLDS, UNKNOWN, VIOLATED, RunData
-from lab.checks.linearizable import CHECKS, check, check_events, check_history_file
+from lab.checks.linearizable import CHECKS, check, check_events, check_history_file, check_ops
 from lab.errors import CheckError
-from lab.history import write_history
+from lab.history import pair_ops, write_history
 
 _next_process = iter(range(10**9))
 
@@ -306,6 +306,17 @@ def test_time_limit_gives_unknown():
     assert time.monotonic() - t0 < 3.0
     assert v.verdict == UNKNOWN and v.data["unknown_keys"] == ["x"]
     assert "time limit" in v.detail
+
+
+def test_state_limit_gives_unknown():
+    v = check_ops(pair_ops(pathological()), time_limit=30, max_states=5000)
+    assert v.verdict == UNKNOWN and "configurations" in v.detail
+
+
+def test_violation_elsewhere_wins_over_unknown():
+    events = pathological() + history(w("y", 1, 0, 1), r("y", 2, 2, 3))
+    v = check_events(events, time_limit=0.2)
+    assert v.verdict == VIOLATED and v.data["key"] == "y"
 
 
 def test_small_pathological_case_is_decided():

@@ -87,7 +87,6 @@ settle: 1s
                and e["ts"] > crash["ts"] and e["data"]["term"] > old_term)
     assert new["node"] != victim
     assert new["ts"] - crash["ts"] <= 2 * ELECTION[1], "no new leader within two election timeouts"
-    assert result.stats["ops"]["ok"] > 50 if "ops" in result.stats else True
     oks = [h for h in result.history if h["type"] == "ok" and h["f"] == "write"]
     assert len(oks) > 20
 
@@ -95,7 +94,7 @@ settle: 1s
 def test_minority_cannot_commit_majority_can_heal_converges(backends):
     b = backends("raft-part")
     res, _, _ = run_op(b, {"f": "write", "key": "x", "value": 1})
-    assert res == {"type": "ok"} or res.get("type") == "ok"
+    assert res is not None and res["type"] == "ok", res
     old, term = leader_of(b)
     rest = [n for n in b.names if n != old]
     b.set_cuts(partition_cuts([[old], rest]))
@@ -117,7 +116,7 @@ def test_minority_cannot_commit_majority_can_heal_converges(backends):
         raise AssertionError(f"no convergence after heal: {sts}")
     assert b.status(old)["role"] != "leader" or b.status(old)["term"] > new_term
     res, _, _ = run_op(b, {"f": "read", "key": "x"})
-    assert res == {"type": "ok", "value": 3} or (res["type"] == "ok" and res.get("value") == 3), res
+    assert res is not None and res["type"] == "ok" and res.get("value") == 3, res
 
 
 def test_whole_cluster_sigkill_restart_recovers_the_durable_log(backends):

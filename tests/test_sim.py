@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lab.errors import BackendError, CheckError, ProtocolError
+from lab.errors import BackendError, CheckError, ConfigError, ProtocolError
 from lab.scenario import LinkParams, NetworkSpec, NodeSpec, Scenario
 from lab.sim import NetworkModel, SimBackend
 from lab.targets import partition_cuts
@@ -189,6 +189,17 @@ def test_link_settings_are_validated():
         sim.set_link("n1", "n2", LinkParams(duplicate=-0.1))
     with pytest.raises(BackendError):
         sim.set_cuts(frozenset({("n1", "n9")}))
+
+
+def test_bad_settings_are_config_errors_before_the_run():
+    nodes = [NodeSpec("n1"), NodeSpec("n2")]
+    with pytest.raises(ConfigError, match="link n1->n1: unknown delay distribution"):
+        SimBackend(Scenario(name="t", protocol="register", nodes=nodes,
+                            network=NetworkSpec(default=LinkParams(distribution="normal"))), 1, "/x")
+    with pytest.raises(ConfigError, match="config.election_timeout"):
+        SimBackend(Scenario(name="t", protocol="register", nodes=nodes, config={"election_timeout": 3}), 1, "/x")
+    with pytest.raises(BackendError, match="unknown protocol"):
+        SimBackend(Scenario(name="t", protocol="nope", nodes=nodes), 1, "/x")
 
 
 def test_network_stream_is_seeded():
@@ -449,18 +460,29 @@ def test_merge_sorts_by_time_then_node_and_is_stable():
 
 # -- determinism across processes -----------------------------------------------------------------
 
-def run_child(tmp_path: Path, seed: int, hashseed: str, tag: str) -> bytes:
-    out = tmp_path / f"{tag}.jsonl"
-    env = {**os.environ, "PYTHONHASHSEED": hashseed}
-    subprocess.run([sys.executable, str(CHILD), str(seed), str(out)], check=True, cwd=ROOT, env=env,
-                   timeout=120, capture_output=True)
-    return out.read_bytes()
+def run_children(tmp_path: Path, runs: list[tuple[int, str]]) -> list[bytes]:
+    """Run the child once per (seed, PYTHONHASHSEED), all at once; return each trace file's bytes."""
+    procs, outs = [], []
+    for i, (seed, hashseed) in enumerate(runs):
+        out = tmp_path / f"trace{i}.jsonl"
+        env = {**os.environ, "PYTHONHASHSEED": hashseed}
+        procs.append(subprocess.Popen([sys.executable, str(CHILD), str(seed), str(out)], cwd=ROOT, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        outs.append(out)
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err.decode()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [o.read_bytes() for o in outs]
 
 
 def test_same_seed_gives_byte_identical_trace_across_processes(tmp_path):
-    first = run_child(tmp_path, 42, "1", "a")
-    second = run_child(tmp_path, 42, "2", "b")
-    other = run_child(tmp_path, 43, "1", "c")
+    first, second, other = run_children(tmp_path, [(42, "1"), (42, "2"), (43, "1")])
     assert first.count(b"\n") > 1000
     assert first == second
     assert first != other

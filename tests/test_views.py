@@ -80,11 +80,17 @@ def test_heal_and_restart_close_windows():
 
 # -- perfetto ------------------------------------------------------------------------
 
+def ns(us):
+    """Perfetto's reading of a float microsecond: whole nanoseconds, truncated."""
+    return int(us * 1000)
+
+
 def slices_by_track(events):
     out = {}
     for e in events:
         if e["ph"] in ("X", "i"):
-            out.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e.get("dur", 0)))
+            start = ns(e["ts"])
+            out.setdefault((e["pid"], e["tid"]), []).append((start, start + ns(e.get("dur", 0))))
     return out
 
 
@@ -111,7 +117,7 @@ def test_perfetto_json_flows_and_tracks(tmp_path):
     # to), and the send/recv slices of one track never partly overlap.
     tracks = slices_by_track(events)
     for e in starts + ends:
-        inside = [s for s in tracks[(e["pid"], e["tid"])] if s[0] < e["ts"] < s[1]]
+        inside = [s for s in tracks[(e["pid"], e["tid"])] if s[0] < ns(e["ts"]) < s[1]]
         assert len(inside) == 1, e
     for spans in tracks.values():
         spans = sorted(s for s in spans if s[1] > s[0])

@@ -70,6 +70,9 @@ class AgentBackend(Backend):
         self.detached = detached
         # all | protocol (no send/recv lines: for benchmarks) | none; see nodes/tracelog.py
         self.trace_level = os.environ.get("ZLAB_TRACE", "all")
+        # ZLAB_FSYNC=0 turns the agents' fsync off (writes still reach the page cache, so SIGKILL loses
+        # nothing, power loss may). Only for comparing with baselines that do not fsync either.
+        self.fsync = os.environ.get("ZLAB_FSYNC", "1") not in ("0", "false", "no")
         self.names = scenario.node_names
         self.keys: LabKeys | None = None
         self.addresses: dict[str, Addresses] = {}
@@ -185,6 +188,7 @@ class AgentBackend(Backend):
             "incarnation": self.incarnation[node],
             "t0": self.t0,
             "trace": self.trace_level,
+            "fsync": self.fsync,
             "parent_pid": self._parent_pid(),
             "rules": self.rules_for(node),
         }

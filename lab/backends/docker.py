@@ -47,6 +47,8 @@ CONTROL_PORT = 7001
 DATA_DIR = "/data"
 SPEC_DIR = "/etc/zlab"
 SPEC_PATH = f"{SPEC_DIR}/spec.json"
+KEY_FILES = {"server_secret_file": f"{SPEC_DIR}/server.key_secret",   # spec key -> path in the node
+             "client_public_file": f"{SPEC_DIR}/client.key"}
 LABEL_LAB, LABEL_NODE, LABEL_OWNER = "zlab.lab", "zlab.node", "zlab.owner"
 SUBNET_PREFIX = os.environ.get("ZLAB_SUBNET_PREFIX", "10.213")   # labs get <prefix>.<k>.0/24
 FIRST_HOST = 10                  # node i gets .<FIRST_HOST + i>; .1 is the bridge
@@ -60,7 +62,7 @@ Argv = list[str]
 Executor = Callable[[str, list[Argv]], None]      # (container name, commands) -> None or BackendError
 
 
-def _client() -> Any:
+def docker_client() -> Any:
     import docker
     import docker.errors
 
@@ -75,7 +77,7 @@ def _client() -> Any:
 def engine_available() -> str | None:
     """None when a Docker engine answers, else why not (for skips and messages)."""
     try:
-        _client().close()
+        docker_client().close()
     except BackendError as e:
         return str(e)
     except Exception as e:  # noqa: BLE001 -- the docker SDK missing or misconfigured
@@ -138,12 +140,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _tar_one(path: str, data: bytes, mode: int = 0o600) -> bytes:
+def _tar_files(files: dict[str, str], mode: int = 0o600) -> bytes:
+    """A tar of host files (``{path in the container: host path}``), readable by root only."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo(path)
-        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-        tar.addfile(info, io.BytesIO(data))
+        for dest, src in files.items():
+            with open(src, "rb") as f:
+                data = f.read()
+            info = tarfile.TarInfo(dest.lstrip("/"))
+            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
@@ -178,7 +184,7 @@ class DockerBackend(AgentBackend):
     @property
     def docker(self) -> Any:
         if self._docker is None:
-            self._docker = _client()
+            self._docker = docker_client()
         return self._docker
 
     @property
@@ -308,8 +314,8 @@ class DockerBackend(AgentBackend):
         return DATA_DIR
 
     def _keys_spec(self) -> dict[str, str]:
-        assert self.keys is not None
-        return self.keys.spec_inline()       # the key files live on the host, not in the container
+        # Key files, copied into the container with the spec (mode 0600) by _start_node.
+        return dict(KEY_FILES)
 
     def _parent_pid(self) -> int | None:
         return None                           # no orchestrator pid inside a container: down_all cleans up
@@ -330,11 +336,13 @@ class DockerBackend(AgentBackend):
     def _start_node(self, node: str, spec_path: str) -> None:
         import docker.errors
 
+        assert self.keys is not None
         name = self.container(node)
-        with open(spec_path, "rb") as f:
-            spec = f.read()
+        files = {SPEC_PATH: spec_path,
+                 KEY_FILES["server_secret_file"]: self.keys.server_secret_file,
+                 KEY_FILES["client_public_file"]: self.keys.client_public_file}
         try:
-            self.docker.api.put_archive(name, "/", _tar_one(SPEC_PATH.lstrip("/"), spec))
+            self.docker.api.put_archive(name, "/", _tar_files(files))
             self.docker.api.start(name)
         except docker.errors.APIError as e:
             raise BackendError(f"cannot start {name}: {e.explanation or e}") from None
@@ -618,7 +626,7 @@ def down_all(lab: str | None = None, *, owner: str | None = None, client: Any = 
     also cleans up after an orchestrator that was SIGKILLed. Returns what it removed."""
     import docker.errors
 
-    client = client or _client()
+    client = client or docker_client()
     found = list_labelled(client, lab, owner)
     removed: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": []}
     # Containers first (they hold the network and volumes), killed at once: a lab being

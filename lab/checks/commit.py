@@ -214,6 +214,7 @@ def make_nonblocking(threshold: float = THRESHOLD) -> Checker:
         spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
         at_end: dict[str, list[str]] = defaultdict(list)
         longest = (0.0, "", "")
+        resolved: list[float] = []          # when blocking that was over the threshold ended
         for tid, t in txns.items():
             for p in t.participants():
                 since = t.first(p, UNDECIDED)
@@ -225,6 +226,8 @@ def make_nonblocking(threshold: float = THRESHOLD) -> Checker:
                     at_end[p].append(tid)
                 if until - since > threshold or decided is None:
                     spans[p].append((since, until))
+                    if decided is not None:
+                        resolved.append(decided)
                     if until - since > longest[0]:
                         longest = (until - since, p, tid)
         seconds = {p: round(_union(v), 3) for p, v in sorted(spans.items())}
@@ -237,9 +240,8 @@ def make_nonblocking(threshold: float = THRESHOLD) -> Checker:
         worst = max(seconds.values())
         detail = (f"{_label(data)}: {len(spans)} participant{'s' if len(spans) != 1 else ''} "
                   f"blocked {worst:.1f} s holding locks")
-        ends = [hi for v in spans.values() for _, hi in v if hi < end]
         restarts = _coordinator_restarts(data, txns)
-        if ends and restarts and any(r <= max(ends) <= r + RESTART_WINDOW for r in restarts):
+        if resolved and any(r <= max(resolved) <= r + RESTART_WINDOW for r in restarts):
             detail += " until the coordinator restarted"
         if at_end:
             n = sum(len(v) for v in at_end.values())

@@ -6,9 +6,10 @@ Per key, the search walks a doubly linked list of call and return events in
 time order and linearizes operations "just in time": at each call it tries to
 apply the operation to the model; reaching a return of an operation not yet
 applied means the current order cannot work, so it backtracks. Configurations
-already seen -- (set of applied operations as a bitset, model state) -- are
-cached and never explored twice, which is what keeps a correct history of
-thousands of operations fast.
+already seen -- (set of applied operations, model state) -- are cached and
+never explored twice, which is what keeps a correct history of thousands of
+operations fast. A time limit turns a search that would not end in time into
+an "unknown" verdict. docs/checkers.md explains how to read a counterexample.
 
 ``fail`` operations did not happen and are dropped. ``info`` operations may
 or may not have happened, at any time after their invocation: they have no
@@ -139,10 +140,6 @@ class KeyResult:
     ops: int = 0
     states: int = 0                    # configurations cached
     counterexample: dict[str, Any] = field(default_factory=dict)
-
-
-class _OutOfTime(Exception):
-    pass
 
 
 def check_key(ops: Sequence[Op], model: Model, deadline: float,

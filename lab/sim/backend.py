@@ -30,11 +30,11 @@ from typing import Any
 import msgpack
 
 from lab.backends.base import Backend, Cut
-from lab.errors import BackendError, ProtocolError
+from lab.errors import BackendError, ConfigError, ProtocolError
 from lab.scenario import LinkParams, Scenario
 from lab.sim.network import NetworkModel
 from nodes.protocols import get as get_protocol
-from nodes.protocols.core import Core, Tunables, build_config
+from nodes.protocols.core import ConfigValueError, Core, Tunables, build_config
 from nodes.storage import MemoryStorage
 
 UP, PAUSED, DOWN = "up", "paused", "down"
@@ -117,11 +117,21 @@ class SimBackend(Backend):
             self._core_cls = core or get_protocol(scenario.protocol)
         except KeyError as e:
             raise BackendError(str(e.args[0])) from None
-        self._config: Tunables = build_config(self._core_cls, scenario.config)
+        try:
+            self._config: Tunables = build_config(self._core_cls, scenario.config)
+        except ConfigValueError as e:
+            raise ConfigError(e.message, path=scenario.source, field=f"config.{e.field}") from None
         self._node_specs = {n.name: n.as_dict() for n in scenario.nodes}
         self._node_specs_view = MappingProxyType(self._node_specs)
         self._nodes = {name: _Node(name) for name in self._node_specs}
         self.network = NetworkModel(scenario.network, random.Random(f"{seed}/network"))
+        for src in self._nodes:         # a bad link setting is bad input: say so now, not mid-run
+            for dst in self._nodes:
+                try:
+                    self.network.link(src, dst)
+                except ValueError as e:
+                    raise ConfigError(f"link {src}->{dst}: {e}", path=scenario.source,
+                                      field="network") from None
         self._client_delay = scenario.network.default.delay
         self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = 0

@@ -9,7 +9,7 @@ Perfetto binds a v1 flow event to the slice open on its track at that
 moment, and needs slices on one track to nest. Trace timestamps are whole
 microseconds, so the events a node has within one microsecond are laid out
 one after another inside it, and each flow event sits in the middle of its
-own slice.
+own slice, clear of its edges.
 """
 
 from __future__ import annotations
@@ -108,7 +108,10 @@ def perfetto_events(trace: list[dict[str, Any]]) -> list[dict[str, Any]]:
         p = pid.get(node)
         if p is None:
             continue
-        width = max(2, 1000 // len(idxs))           # ns each event gets within the microsecond
+        # ns each event gets within the microsecond. A slice keeps 1 ns clear at each end of
+        # its slot: Perfetto turns float microseconds into whole ns by truncation, and a
+        # 1 ns slip must not make neighbours overlap.
+        width = max(8, 1000 // len(idxs))
         for j, i in enumerate(idxs):
             ev = trace[i]
             start_ns = us * 1000 + j * width
@@ -117,7 +120,8 @@ def perfetto_events(trace: list[dict[str, Any]]) -> list[dict[str, Any]]:
             base = {"name": _name(ev), "cat": ev.get("ev", "?"), "pid": p, "tid": p, "args": args}
             kind = ev.get("ev")
             if kind in ("send", "recv"):
-                out.append({**base, "ph": "X", "ts": ts, "dur": width / 1000})
+                out.append({**base, "ph": "X", "ts": (start_ns + 1) / 1000,
+                            "dur": (width - 2) / 1000})
                 mid_ts = (start_ns + width // 2) / 1000
                 flow = {"name": "message", "cat": FLOW_CAT, "pid": p, "tid": p, "ts": mid_ts}
                 if kind == "send":
@@ -142,6 +146,8 @@ def perfetto_events(trace: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "dur": round(max(end - w.start, 1e-6) * 1e6, 3),
                     "args": {"action": w.action, "target": w.target, "mechanism": w.mechanism,
                              "reverted": w.end is not None}})
+    # Metadata first, then time order (stable, so a slice stays ahead of its flow event).
+    out.sort(key=lambda e: (e["ph"] != "M", e.get("ts", 0.0)))
     return out
 
 
@@ -149,7 +155,8 @@ def write_perfetto(trace: list[dict[str, Any]], path: str | Path) -> dict[str, i
     """Write ``trace.perfetto.json``; returns counts (events, flows, fault windows)."""
     events = perfetto_events(trace)
     with open(path, "w", encoding="utf-8") as fh:
-        json.dump({"traceEvents": events, "displayTimeUnit": "ms"}, fh, separators=(",", ":"))
+        # displayTimeUnit first: Perfetto reads the outer keys in order.
+        json.dump({"displayTimeUnit": "ms", "traceEvents": events}, fh, separators=(",", ":"))
     return {"events": len(events),
             "flows": sum(1 for e in events if e["ph"] == "f"),
             "faults": sum(1 for e in events if e.get("cat") == "fault" and e["ph"] == "X")}

@@ -33,6 +33,10 @@ def spacetime_svg(trace: list[dict[str, Any]], limit: int = 400) -> str:
     msgs = messages(trace)
     shown = msgs[:limit]
     t0, t_last = time_span(trace)
+    # Start at the first thing drawn: a run's first election timeout is otherwise blank space.
+    firsts = [m.send_ts for m in shown[:1]]
+    firsts += [ev["ts"] for ev in trace if ev.get("ev") in ("state", "fault")][:1]
+    t0 = min(firsts, default=t0)
     # Stop the picture where the drawn messages stop, so nothing after looks message-free.
     t1 = max((m.recv_ts if m.recv_ts is not None else m.send_ts) for m in shown) \
         if len(msgs) > limit and shown else t_last

@@ -56,6 +56,7 @@ MAX_INFLIGHT = 2       # appends with entries in flight per follower; more reque
 CMD_FIELDS = ("f", "key", "value", "client", "seq")   # what of a client op enters the log
 
 TIMER_ELECTION, TIMER_HEARTBEAT, TIMER_QUORUM = "election", "heartbeat", "quorum"
+TIMER_VOTE_RETRY = "vote_retry"    # a candidate asks again, every heartbeat, whoever has not answered
 
 
 def encode_command(op: dict[str, Any]) -> str:
@@ -290,6 +291,8 @@ class Raft(Core):
         if term != self.term:
             self.term, self.vote = term, None
             self._persist_hard()
+        if self.role in (PRE_CANDIDATE, CANDIDATE):
+            self.ctx.cancel_timer(TIMER_VOTE_RETRY)
         self.role, self.leader = FOLLOWER, leader
         if leader is not None:
             self.heard = self.ctx.now()
@@ -301,7 +304,7 @@ class Raft(Core):
         # No term change and no vote: a pre-candidate that cannot win leaves no mark.
         self.role, self.leader = PRE_CANDIDATE, None
         self.votes, self.rejects = {self.ctx.node}, set()
-        self._step, self._tick = self._step_candidate, self._tick_election
+        self._step, self._tick = self._step_candidate, self._tick_candidate
         self._reset_election_timer()
         self._trace_state()
         if len(self.votes) >= self.quorum:
@@ -315,7 +318,7 @@ class Raft(Core):
         self._persist_hard()
         self.role, self.leader = CANDIDATE, None
         self.votes, self.rejects = {self.ctx.node}, set()
-        self._step, self._tick = self._step_candidate, self._tick_election
+        self._step, self._tick = self._step_candidate, self._tick_candidate
         self._reset_election_timer()
         self._trace_state()
         if len(self.votes) >= self.quorum:
@@ -331,6 +334,7 @@ class Raft(Core):
         self.pending = {}
         self.recent_active = set()
         self.ctx.cancel_timer(TIMER_ELECTION)
+        self.ctx.cancel_timer(TIMER_VOTE_RETRY)
         # The log as elected (before the no-op): what leader_completeness checks.
         self._trace_state()
         # A no-op of the new term lets earlier entries commit (they may not by counting).
@@ -442,6 +446,14 @@ class Raft(Core):
             else:
                 self.become_candidate()
 
+    def _tick_candidate(self, name: str) -> None:
+        if name == TIMER_VOTE_RETRY:
+            # Figure 2: "if an RPC fails, retry": a lost request or answer should not cost a
+            # whole election timeout.
+            self.broadcast_vote_request(pre=self.role == PRE_CANDIDATE, retry=True)
+        else:
+            self._tick_election(name)
+
     def _tick_leader(self, name: str) -> None:
         if name == TIMER_HEARTBEAT:
             self.broadcast_heartbeat()
@@ -450,11 +462,13 @@ class Raft(Core):
             self.maybe_step_down()
 
     # -- elections -------------------------------------------------------------------
-    def broadcast_vote_request(self, pre: bool) -> None:
+    def broadcast_vote_request(self, pre: bool, retry: bool = False) -> None:
         body = {"term": self.term + 1 if pre else self.term, "last_index": self.last_index,
                 "last_term": self.last_term, "pre": pre}
         for p in self.peers:
-            self.ctx.send(p, MSG_VOTE, body)
+            if not retry or (p not in self.votes and p not in self.rejects):
+                self.ctx.send(p, MSG_VOTE, body)
+        self.ctx.set_timer(TIMER_VOTE_RETRY, self.config.heartbeat)
 
     def handle_vote_request(self, src: str, body: dict[str, Any]) -> None:
         up_to_date = self._bug_no_restriction or (

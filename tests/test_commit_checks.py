@@ -1,0 +1,154 @@
+"""The atomic-commitment checkers on hand-made traces and final reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lab.checks.base import HOLDS, UNKNOWN, VIOLATED, RunData
+from lab.checks.commit import (
+    CHECKS,
+    atomicity,
+    conservation,
+    make_nonblocking,
+    no_commit_after_abort,
+    nonblocking,
+)
+from lab.checks.registry import all_checks
+
+
+def st(ts: float, node: str, txn: str, state: str, role: str = "participant") -> dict[str, Any]:
+    return {"ts": ts, "node": node, "lc": 0, "ev": "state",
+            "data": {"txn": txn, "role": role, "state": state}}
+
+
+def init(node: str, balances: dict[str, int]) -> dict[str, Any]:
+    return {"ts": 0.0, "node": node, "lc": 0, "ev": "apply", "data": {"init": True, "balances": balances}}
+
+
+def applied(ts: float, node: str, txn: str, deltas: dict[str, int]) -> dict[str, Any]:
+    return {"ts": ts, "node": node, "lc": 0, "ev": "apply", "data": {"txn": txn, "deltas": deltas}}
+
+
+def log(ts: float, node: str, msg: str) -> dict[str, Any]:
+    return {"ts": ts, "node": node, "lc": 0, "ev": "log", "data": {"msg": msg}}
+
+
+def run(trace: list[dict[str, Any]], final: dict[str, Any] | None = None, protocol: str = "twopc") -> RunData:
+    return RunData(scenario={"protocol": protocol}, trace=sorted(trace, key=lambda e: e["ts"]),
+                   history=[], final=final or {})
+
+
+GOOD = [
+    st(0.0, "coord", "t1", "wait", "coordinator"),
+    st(0.01, "p1", "t1", "prepared"), st(0.01, "p2", "t1", "prepared"),
+    st(0.02, "coord", "t1", "committed", "coordinator"),
+    st(0.03, "p1", "t1", "committed"), st(0.03, "p2", "t1", "committed"),
+    st(0.1, "coord", "t2", "wait", "coordinator"),
+    st(0.11, "p1", "t2", "aborted"), st(0.11, "p2", "t2", "prepared"),
+    st(0.12, "coord", "t2", "aborted", "coordinator"), st(0.13, "p2", "t2", "aborted"),
+]
+SPLIT = [*GOOD[:4], st(0.03, "p1", "t1", "committed"), st(0.5, "p2", "t1", "aborted")]
+
+
+def test_registered_under_their_names() -> None:
+    assert set(CHECKS) == {"atomicity", "conservation", "no_commit_after_abort", "nonblocking"}
+    assert set(CHECKS) <= set(all_checks())
+
+
+def test_atomicity_holds_when_everyone_agrees() -> None:
+    v = atomicity(run(GOOD))
+    assert v.verdict == HOLDS and v.data["transactions"] == 2
+
+
+def test_atomicity_catches_a_split_decision() -> None:
+    v = atomicity(run(SPLIT, protocol="threepc"))
+    assert v.verdict == VIOLATED
+    assert v.detail == "3PC: transaction t1: committed at p1, aborted at p2"
+    assert v.data["split"] == {"t1": {"p1": "committed", "p2": "aborted"}}
+
+
+def test_atomicity_counts_an_undecided_participant_as_blocked_not_split() -> None:
+    v = atomicity(run([*GOOD[:4], st(0.03, "p1", "t1", "committed")]))
+    assert v.verdict == HOLDS and v.data["undecided_at_end"] == {"p2": ["t1"]}
+    assert "1 still undecided" in v.detail
+
+
+def test_no_commit_after_abort() -> None:
+    assert no_commit_after_abort(run(GOOD)).verdict == HOLDS
+    v = no_commit_after_abort(run(SPLIT))
+    assert v.verdict == VIOLATED and "p1 committed t1" in v.detail and "before p2 aborted" in v.detail
+    # The coordinator's own abort counts: participants committed what it later aborted.
+    late = [*GOOD[:6], st(4.0, "coord", "t1", "aborted", "coordinator")]
+    v = no_commit_after_abort(run(late))
+    assert v.verdict == VIOLATED and v.data["examples"][0]["aborted_by"] == "coord"
+
+
+BANK = [init("p1", {"0": 100, "2": 100}), init("p2", {"1": 100})]
+
+
+def test_conservation_holds_when_money_only_moves() -> None:
+    final = {"balances": {"0": 70, "1": 130, "2": 100}, "missing": []}
+    v = conservation(run([*BANK, applied(1, "p1", "t", {"0": -30}), applied(1, "p2", "t", {"1": 30})], final))
+    assert v.verdict == HOLDS and v.data["initial"] == v.data["final"] == 300
+
+
+def test_conservation_catches_created_money_and_names_the_half_applied_txn() -> None:
+    final = {"balances": {"0": 100, "1": 130, "2": 100}, "missing": []}
+    v = conservation(run([*BANK, applied(1, "p2", "t9", {"1": 30})], final))
+    assert v.verdict == VIOLATED
+    assert "holds 330, it started with 300" in v.detail and "t9" in v.detail
+
+
+def test_conservation_catches_a_negative_account() -> None:
+    final = {"balances": {"0": -10, "1": 210, "2": 100}, "missing": []}
+    v = conservation(run(BANK, final))
+    assert v.verdict == VIOLATED and v.data["negative"] == {"0": -10}
+
+
+def test_conservation_falls_back_to_final_initial_total() -> None:
+    v = conservation(run([], {"balances": {"0": 150, "1": 40}, "missing": [], "initial_total": 200}))
+    assert v.verdict == VIOLATED and v.data["initial"] == 200
+
+
+@pytest.mark.parametrize("final", [{}, {"balances": {"0": 1}, "missing": ["p2"]}])
+def test_conservation_unknown_without_every_balance(final: dict[str, Any]) -> None:
+    assert conservation(run(BANK, final)).verdict == UNKNOWN
+
+
+def test_nonblocking_holds_for_short_waits() -> None:
+    v = nonblocking(run(GOOD))
+    assert v.verdict == HOLDS and v.data["blocked_seconds"] == {}
+
+
+def test_nonblocking_catches_participants_waiting_for_a_restarted_coordinator() -> None:
+    trace = [st(0.0, "coord", "t1", "wait", "coordinator"),
+             st(0.9, "p1", "t1", "prepared"), st(0.9, "p2", "t1", "prepared"), st(0.9, "p3", "t1", "prepared"),
+             log(1.0, "coord", "started"), log(5.0, "coord", "recovered"),
+             st(5.0, "coord", "t1", "aborted", "coordinator"),
+             st(5.0, "p1", "t1", "aborted"), st(5.0, "p2", "t1", "aborted"), st(5.0, "p3", "t1", "aborted")]
+    v = nonblocking(run(trace))
+    assert v.verdict == VIOLATED
+    assert v.detail == "2PC: 3 participants blocked 4.1 s holding locks until the coordinator restarted"
+    assert v.data["blocked_seconds"] == {"p1": 4.1, "p2": 4.1, "p3": 4.1}
+
+
+def test_nonblocking_catches_a_participant_still_blocked_at_the_end() -> None:
+    trace = [st(0.0, "coord", "t1", "wait", "coordinator"), st(0.1, "p1", "t1", "prepared"),
+             st(0.1, "p2", "t1", "aborted"), log(0.5, "p2", "idle")]
+    v = nonblocking(run(trace))          # 0.4 s is short, but it never ends
+    assert v.verdict == VIOLATED and v.data["blocked_at_end"] == {"p1": ["t1"]}
+    assert "1 participant blocked 0.4 s" in v.detail and "1 transaction still blocked at the end" in v.detail
+
+
+def test_nonblocking_threshold_is_a_parameter() -> None:
+    trace = [st(0.0, "p1", "t1", "ready"), st(1.5, "p1", "t1", "committed")]
+    assert make_nonblocking(2.0)(run(trace)).verdict == HOLDS
+    assert make_nonblocking(1.0)(run(trace)).verdict == VIOLATED
+
+
+def test_nonblocking_counts_overlapping_blocks_once() -> None:
+    trace = [st(0.0, "p1", "a", "prepared"), st(1.0, "p1", "b", "prepared"),
+             st(4.0, "p1", "a", "aborted"), st(5.0, "p1", "b", "aborted")]
+    assert make_nonblocking(2.0)(run(trace)).data["blocked_seconds"] == {"p1": 5.0}

@@ -1,0 +1,190 @@
+"""2PC and 3PC in the simulator: the shipped scenarios, the named bugs, and seed sweeps.
+
+* every ``topologies/2pc-*``/``3pc-*`` file gives its expected verdicts (exit 0);
+* each named bug makes a checker fail in a run built to open its window, and
+  the same run without the bug passes (so it is the bug the checker sees);
+* random crashes and restarts, no partitions: atomicity and conservation hold
+  for 200+ seeds per protocol (split into chunks so xdist spreads them).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.checks.base import HOLDS, VIOLATED, RunData, Verdict
+from lab.checks.commit import CHECKS
+from lab.history import History
+from lab.runner import Clients, merge_trace, run_scenario
+from lab.scenario import FaultStep, LinkParams, LinkRule, NetworkSpec, NodeSpec, Scenario, WorkloadSpec
+from lab.sim.backend import SimBackend
+from lab.topology import load_scenario
+from lab.workloads.transfer import TransferWorkload
+
+pytestmark = pytest.mark.sim
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPOLOGIES = sorted(p.name for p in (ROOT / "topologies").glob("[23]pc-*.yaml"))
+
+
+def nodes(participants: int) -> list[NodeSpec]:
+    return [NodeSpec("coord", role="coordinator"),
+            *(NodeSpec(f"p{i}", role="participant") for i in range(1, participants + 1))]
+
+
+def scenario(protocol: str, *, participants: int = 3, config: dict[str, Any] | None = None,
+             faults: list[FaultStep] | None = None, slow: list[tuple[str, str]] = (),
+             clients: int = 1, duration: float = 2.0, abort: float = 0.0,
+             jitter: float = 0.0) -> Scenario:
+    """A transfer scenario; ``slow`` links take 300 ms, the rest 2 ms (+ jitter)."""
+    default = LinkParams(delay=0.002, jitter=jitter)
+    links = tuple(LinkRule(a, b, default.merged(delay=0.3)) for a, b in slow)
+    return Scenario(
+        name=f"{protocol}-test", protocol=protocol, nodes=nodes(participants),
+        config={"accounts": 2 if participants == 2 else 12, "initial_balance": 100, **(config or {})},
+        network=NetworkSpec(default, links),
+        workload=WorkloadSpec(kind="transfer", clients=clients, duration=duration, timeout=1.0,
+                              params={"amount": [1, 30], "abort_probability": abort}),
+        faults=list(faults or []), settle=2.0)
+
+
+def simulate(s: Scenario, seed: int, tmp: str = "/nonexistent") -> dict[str, Verdict]:
+    """What the runner does, without writing a run directory: the sweeps run hundreds."""
+    backend = SimBackend(s, seed, tmp)
+    history = History()
+    rng = random.Random(seed)
+    workload = TransferWorkload(s.workload, s, rng)
+    clients = Clients(backend, s, workload, rng, history)
+    from lab.faultplan import FaultPlan
+    plan = FaultPlan(s, backend, random.Random(seed + 1))
+    backend.start()
+    t0 = backend.now()
+    clients.start(t0, s.workload.duration)
+    plan.schedule(t0, until=s.workload.duration)
+    backend.run_until(t0 + s.workload.duration)
+    plan.revert_all()
+    backend.run_until(backend.now() + s.settle)
+    final = workload.record_final(clients.run_final(workload.final_ops()))
+    data = RunData(scenario={"protocol": s.protocol}, trace=merge_trace(backend.trace_events(), plan.events),
+                   history=history.events, final=final)
+    return {name: check(data) for name, check in CHECKS.items()}
+
+
+def crash(at: float, node: str, for_: float | None = None) -> FaultStep:
+    return FaultStep(at=at, action="crash", args=node, duration=for_)
+
+
+# -- the shipped scenarios ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", TOPOLOGIES)
+def test_topology_gives_its_expected_verdicts(name: str, tmp_path: Path) -> None:
+    s = load_scenario(str(ROOT / "topologies" / name))
+    r = run_scenario(s, "sim", out=tmp_path / "run", quiet=True)
+    got = {v.check: v.verdict for v in r.verdicts}
+    assert r.exit_code == 0, (got, [v.detail for v in r.verdicts])
+    assert got == {c: s.expect.get(c, HOLDS) for c in s.checks}
+
+
+def test_the_shipped_scenarios_are_the_ones_the_docs_promise() -> None:
+    assert TOPOLOGIES == ["2pc-coordinator-crash.yaml", "2pc-transfer.yaml", "3pc-coordinator-crash.yaml",
+                          "3pc-partition.yaml", "3pc-transfer.yaml"]
+
+
+def test_2pc_crash_detail_names_the_restart(tmp_path: Path) -> None:
+    s = load_scenario(str(ROOT / "topologies" / "2pc-coordinator-crash.yaml"))
+    v = simulate(s, 1)["nonblocking"]
+    assert v.verdict == VIOLATED and v.detail.endswith("until the coordinator restarted")
+    assert all(secs > 3.5 for secs in v.data["blocked_seconds"].values())
+
+
+# -- named bugs: the checkers see them, and only them ---------------------------------------------
+
+def _decision_not_logged(bugs: list[str]) -> Scenario:
+    # A single transfer 0 -> 1 (p1 -> p2). PREPARE to p2 crosses a slow link; meanwhile
+    # everything *to* p2 is cut, so GLOBAL-COMMIT reaches only p1. The coordinator then crashes
+    # and restarts; the cut heals at 1.2 s and its recovery decides what p2 learns.
+    return scenario("twopc", participants=2, slow=[("coord", "p2")], duration=1.5,
+                    config={"bugs": bugs},
+                    faults=[FaultStep(at=0.2, action="partition", args=[["coord"], ["p2"]],
+                                      oneway=True, duration=1.0),
+                            crash(0.4, "coord", 0.1)])
+
+
+def test_bug_decision_not_logged_splits_the_outcome() -> None:
+    good = simulate(_decision_not_logged([]), 1)
+    assert {k: v.verdict for k, v in good.items()} == dict.fromkeys(CHECKS, HOLDS)
+    bad = simulate(_decision_not_logged(["decision_not_logged"]), 1)
+    assert bad["atomicity"].verdict == VIOLATED
+    assert bad["no_commit_after_abort"].verdict == VIOLATED
+    assert bad["conservation"].verdict == VIOLATED
+
+
+def _vote_before_durable(bugs: list[str]) -> Scenario:
+    # p1's vote is slow (300 ms); p2 votes at once and crashes 40 ms later, inside flush_delay.
+    return scenario("twopc", participants=2, slow=[("p1", "coord")], duration=1.5,
+                    config={"bugs": bugs}, faults=[crash(0.05, "p2", 0.1)])
+
+
+def test_bug_vote_before_durable_loses_a_promised_commit() -> None:
+    good = simulate(_vote_before_durable([]), 1)
+    assert {k: v.verdict for k, v in good.items()} == dict.fromkeys(CHECKS, HOLDS)
+    bad = simulate(_vote_before_durable(["vote_before_durable"]), 1)
+    assert bad["conservation"].verdict == VIOLATED
+    assert bad["nonblocking"].verdict == VIOLATED         # it voted yes, then never decided
+
+
+def _abort_on_recovery(bugs: list[str]) -> Scenario:
+    # p2 votes YES, crashes and restarts while p1's slow YES is still on its way.
+    return scenario("threepc", participants=2, slow=[("p1", "coord")], duration=1.5,
+                    config={"bugs": bugs}, faults=[crash(0.05, "p2", 0.05)])
+
+
+def test_bug_abort_on_recovery_splits_the_outcome() -> None:
+    good = simulate(_abort_on_recovery([]), 1)
+    assert {k: v.verdict for k, v in good.items()} == dict.fromkeys(CHECKS, HOLDS)
+    bad = simulate(_abort_on_recovery(["abort_on_recovery"]), 1)
+    assert bad["atomicity"].verdict == VIOLATED
+    assert bad["no_commit_after_abort"].verdict == VIOLATED
+
+
+def test_cooperative_termination_ends_2pc_blocking_when_a_peer_knows() -> None:
+    # GLOBAL-COMMIT reaches p1 only (everything to p2 is cut from the coordinator, not from
+    # p1), then the coordinator dies for good: p2 can learn the outcome only from p1.
+    def run(coop: bool) -> dict[str, Verdict]:
+        s = scenario("twopc", participants=2, slow=[("coord", "p2")], duration=4.0,
+                     config={"cooperative_termination": coop},
+                     faults=[FaultStep(at=0.2, action="partition", args=[["coord"], ["p2"]],
+                                       oneway=True, duration=3.5),
+                             crash(0.4, "coord")])
+        return simulate(s, 1)
+    assert run(False)["nonblocking"].verdict == VIOLATED
+    coop = run(True)
+    assert coop["nonblocking"].verdict == HOLDS and coop["atomicity"].verdict == HOLDS
+
+
+# -- seed sweeps: crashes and restarts, no partitions ----------------------------------------------
+
+SEEDS_PER_CHUNK = 25
+CHUNKS = 9          # 225 seeds per protocol
+
+
+def random_crashes(seed: int, names: list[str], duration: float) -> list[FaultStep]:
+    rng = random.Random(f"faults/{seed}")
+    return [crash(round(rng.uniform(0.05, duration - 0.3), 3), rng.choice(names),
+                  round(rng.uniform(0.02, 1.0), 3))
+            for _ in range(rng.randint(1, 4))]
+
+
+@pytest.mark.parametrize("protocol", ["twopc", "threepc"])
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_seed_sweep_crashes_keep_atomicity_and_conservation(protocol: str, chunk: int) -> None:
+    for seed in range(chunk * SEEDS_PER_CHUNK, (chunk + 1) * SEEDS_PER_CHUNK):
+        s = scenario(protocol, clients=2, duration=2.5, abort=0.1, jitter=0.001)
+        s.faults = random_crashes(seed, s.node_names, 2.5)
+        verdicts = simulate(s, seed)
+        for check in ("atomicity", "conservation", "no_commit_after_abort"):
+            v = verdicts[check]
+            assert v.verdict == HOLDS, (protocol, seed, check, v.detail, s.faults)

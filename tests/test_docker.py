@@ -1,0 +1,232 @@
+"""The docker runtime end to end: Raft on 5 containers under kernel faults, and the register core
+for the mechanics (one-way cuts, rate limits, restarts from the volume, isolation of labs).
+
+Lean on purpose: small labs, short timeouts, the image shared by the session (zlab_image).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from lab.backends.docker import DockerBackend, docker_client, list_labelled
+from lab.runner import run_scenario
+from lab.scenario import LinkParams, NodeSpec, Scenario
+from lab.targets import partition_cuts
+from lab.topology import load_scenario_text
+
+pytestmark = pytest.mark.docker
+
+RAFT5 = """
+name: {name}
+protocol: raft
+nodes: 5
+config: {{election_timeout: [300ms, 600ms], heartbeat: 50ms}}
+network: {{delay: 1ms}}
+"""
+
+
+def register(n: int = 3, name: str = "reg") -> Scenario:
+    return Scenario(name=name, protocol="register", nodes=[NodeSpec(f"n{i}") for i in range(1, n + 1)])
+
+
+def ask(b: DockerBackend, node: str, op: dict[str, Any], timeout: float = 2.0) -> dict[str, Any] | None:
+    box: list[dict[str, Any]] = []
+    b.submit(node, op, box.append)
+    b.wait_for(lambda: bool(box), timeout)
+    return box[0] if box else None
+
+
+def echo_until_ok(b: DockerBackend, src: str, dst: str, timeout: float = 5.0) -> None:
+    """Readiness is each agent's control socket; peer connections may still be opening."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        res = ask(b, src, {"f": "echo", "peer": dst}, timeout=0.3)
+        if res and res.get("value") == dst:
+            return
+    raise AssertionError(f"{src} -> {dst} -> {src} never answered")
+
+
+def leader_of(b: DockerBackend, among: list[str] | None = None, min_term: int = 0,
+              timeout: float = 8.0) -> tuple[str, int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for n in among or b.names:
+            st = b.status(n) if n not in b.down else None
+            if st and st.get("role") == "leader" and st.get("term", 0) > min_term:
+                return n, st["term"]
+        b.wait_for(lambda: False, 0.1)
+    raise AssertionError(f"no leader among {among or b.names} within {timeout}s")
+
+
+def exec_in(b: DockerBackend, node: str, *cmd: str) -> tuple[int, str]:
+    r = docker_client().containers.get(b.container(node)).exec_run(list(cmd))
+    return r.exit_code, r.output.decode("utf-8", "replace")
+
+
+def test_raft_leader_killed_new_leader_and_no_acknowledged_write_lost(zlab_image, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZLAB_HOME", str(tmp_path / "home"))
+    text = RAFT5.format(name="dk-kill") + """
+workload: {kind: kv, clients: 3, rate: 40/s, duration: 4s, timeout: 1s, keys: 4, read_ratio: 0.5}
+faults:
+  - {at: 1s, crash: leader}
+  - {at: 2500ms, restart: crashed}
+checks: [election_safety, log_matching, leader_completeness, state_machine_safety, linearizable]
+settle: 1s
+"""
+    result = run_scenario(load_scenario_text(text), "docker", seed=5, out=str(tmp_path / "run"), quiet=True)
+    assert [v.verdict for v in result.verdicts] == ["holds"] * 5, [v.as_dict() for v in result.verdicts]
+    trace = result.trace
+    crash = next(e for e in trace if e["ev"] == "fault" and e["data"].get("action") == "crash")
+    victim = crash["data"]["target"]
+    victim = victim[0] if isinstance(victim, list) else victim
+    new_leaders = [e for e in trace if e["ev"] == "state" and e["data"].get("role") == "leader"
+                   and e["ts"] > crash["ts"] and e["node"] != victim]
+    assert new_leaders, "no other node became leader after the leader was killed"
+    assert new_leaders[0]["ts"] - crash["ts"] < 3.0
+    acked = [h for h in result.history if h["type"] == "ok" and h["f"] == "write"]
+    assert acked, "the workload had no acknowledged write"
+    # the killed node came back from its volume: it traced "recovered" after the restart
+    assert any(e["ev"] == "log" and e["node"] == victim and e["data"].get("msg") == "recovered"
+               for e in trace)
+
+
+def test_raft_iptables_partition_minority_cannot_commit_and_heal_converges(zlab_lab):
+    b = zlab_lab(load_scenario_text(RAFT5.format(name="dk-part")))
+    assert b.caps.iptables, "iptables is needed for kernel partitions"
+    old, term = leader_of(b)
+    assert ask(b, old, {"f": "write", "key": "k", "value": 1, "client": "t", "seq": 1})["type"] == "ok"
+    minority = [old, next(n for n in b.names if n != old)]
+    majority = [n for n in b.names if n not in minority]
+    assert b.set_cuts(partition_cuts([minority, majority])) == "iptables"
+    # the rules are in the kernel, at both ends, not in the shim
+    code, out = exec_in(b, old, "iptables", "-S", b.net_config().chain)
+    assert code == 0 and out.count("-j DROP") == 2 * len(majority)
+    assert b.agent_status(old)["rules"].get("cut_out", []) == []
+    # the old leader cannot commit: its write gets no ok
+    res = ask(b, old, {"f": "write", "key": "k", "value": 2, "client": "t", "seq": 2}, timeout=1.5)
+    assert res is None or res["type"] != "ok", res
+    new, new_term = leader_of(b, among=majority, min_term=term)
+    assert ask(b, new, {"f": "write", "key": "k", "value": 3, "client": "t", "seq": 3})["type"] == "ok"
+    b.set_cuts(frozenset())
+    code, out = exec_in(b, old, "iptables", "-S", b.net_config().chain)
+    assert "DROP" not in out
+    # heal: the old leader learns the new term and every node reaches the same commit index
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        st = {n: b.status(n) for n in b.names}
+        if all(s and s["term"] >= new_term for s in st.values()) and \
+                len({s["commit"] for s in st.values()}) == 1 and \
+                sum(s["role"] == "leader" for s in st.values()) == 1:
+            break
+        b.wait_for(lambda: False, 0.2)
+    else:
+        raise AssertionError(f"no convergence after heal: {st}")
+    assert st[old]["role"] != "leader" or st[old]["term"] > term
+
+
+def test_oneway_cut_delay_fallback_and_pause(zlab_lab):
+    b = zlab_lab(register(3, "dk-oneway"))
+    echo_until_ok(b, "n1", "n2")
+    echo_until_ok(b, "n1", "n3")
+    # n1 -> n2 cut only: n2's messages still reach n1, n1's never reach n2
+    assert b.set_cuts(frozenset({("n1", "n2")})) == "iptables"
+    t_cut = b.now()
+    assert ask(b, "n2", {"f": "echo", "peer": "n1"}, timeout=0.8) is None     # the reply n1->n2 is cut
+    assert ask(b, "n1", {"f": "echo", "peer": "n2"}, timeout=0.8) is None
+    assert ask(b, "n1", {"f": "echo", "peer": "n3"})["value"] == "n3"       # others unaffected
+    recv = [e for e in b.trace_events() if e["ev"] == "recv" and e.get("type") == "echo" and e["ts"] > t_cut]
+    assert any(e["node"] == "n1" and e["peer"] == "n2" for e in recv), "n2 -> n1 should pass"
+    assert not any(e["node"] == "n2" and e["peer"] == "n1" for e in recv), "n1 -> n2 should be cut"
+    b.set_cuts(frozenset())
+    assert ask(b, "n1", {"f": "echo", "peer": "n3"})["value"] == "n3"
+    # delay: netem where the kernel has it, else the agent shim -- and the report says which
+    mech = b.set_link("n1", "n3", LinkParams(delay=0.3))
+    assert mech == ("netem" if b.caps.netem else "shim")
+    t = time.monotonic()
+    assert ask(b, "n1", {"f": "echo", "peer": "n3"}, timeout=3)["value"] == "n3"
+    assert time.monotonic() - t >= 0.28
+    if not b.caps.netem:
+        assert any("no sch_netem" in n and "shim" in n for n in b.notes())
+    b.set_link("n1", "n3", LinkParams())
+    # pause freezes the container: no answer until resumed, then the queued op is served
+    b.pause("n2")
+    box: list[dict[str, Any]] = []
+    b.submit("n1", {"f": "echo", "peer": "n2"}, box.append)
+    assert not b.wait_for(lambda: bool(box), 0.6)
+    b.resume("n2")
+    assert b.wait_for(lambda: bool(box), 3.0) and box[0]["value"] == "n2"
+
+
+def _transfer_seconds(b: DockerBackend, src: str, dst: str, nbytes: int) -> float:
+    """Time to push ``nbytes`` over a raw TCP connection from src's container to dst's."""
+    port = 9100
+    sink = ("import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
+            f"s.bind(('0.0.0.0', {port})); s.listen(1); c,_=s.accept(); n=0\n"
+            "while True:\n d=c.recv(65536)\n if not d: break\n n+=len(d)\n"
+            "c.sendall(b'k'); c.close()")
+    docker_client().containers.get(b.container(dst)).exec_run(["python3", "-c", sink], detach=True)
+    send = ("import socket,time\n"
+            "for i in range(50):\n"
+            f" try: c=socket.create_connection(('{b.ips[dst]}', {port}), timeout=1); break\n"
+            " except OSError: time.sleep(0.05)\n"
+            f"t=time.monotonic(); c.sendall(b'x'*{nbytes}); c.shutdown(socket.SHUT_WR); c.recv(1)\n"
+            "print(time.monotonic()-t)")
+    code, out = exec_in(b, src, "python3", "-c", send)
+    assert code == 0, out
+    return float(out.strip().splitlines()[-1])
+
+
+def test_tbf_rate_limit_slows_a_bulk_transfer(zlab_lab):
+    b = zlab_lab(register(2, "dk-rate"))
+    nbytes = 200_000                                    # 1.6 Mbit
+    fast = _transfer_seconds(b, "n1", "n2", nbytes)
+    assert b.set_link("n1", "n2", LinkParams(rate=2_000_000)) == "tbf"
+    code, out = exec_in(b, "n1", "tc", "qdisc", "show", "dev", "eth0")
+    assert "tbf" in out and "htb 1:" in out
+    slow = _transfer_seconds(b, "n1", "n2", nbytes)
+    assert slow > 0.4 and slow > 5 * fast, (fast, slow)  # 1.6 Mbit at 2 Mbit/s, less the burst
+    b.set_link("n1", "n2", LinkParams())
+    code, out = exec_in(b, "n1", "tc", "qdisc", "show", "dev", "eth0")
+    assert "tbf" not in out and "htb" not in out
+
+
+def test_restart_from_the_volume_recovers_state_and_faults(zlab_lab):
+    b = zlab_lab(register(3, "dk-restart"))
+    assert ask(b, "n1", {"f": "write", "value": 42})["type"] == "ok"
+    echo_until_ok(b, "n2", "n1")
+    b.set_cuts(frozenset({("n3", "n1")}))
+    b.crash("n1")
+    assert ask(b, "n1", {"f": "read"}, timeout=0.3) is None
+    state = docker_client().api.inspect_container(b.container("n1"))["State"]
+    assert not state["Running"]
+    b.restart("n1")
+    assert ask(b, "n1", {"f": "read"})["value"] == 42
+    # the new namespace got the lab's cut back (n1 end: INPUT from n3), and the same address
+    code, out = exec_in(b, "n1", "iptables", "-S", b.net_config().chain)
+    assert f"-s {b.ips['n3']}/32" in out
+    assert ask(b, "n2", {"f": "echo", "peer": "n1"})["value"] == "n1"
+    events = b.trace_events()
+    assert [e["data"]["msg"] for e in events if e["node"] == "n1" and e["ev"] == "log"
+            and e["data"].get("msg") in ("started", "recovered")] == ["started", "recovered"]
+
+
+def test_two_labs_in_parallel_do_not_see_each_other(zlab_lab):
+    a = zlab_lab(register(2, "dk-iso"))
+    b = zlab_lab(register(2, "dk-iso"))
+    assert a.lab != b.lab and a.subnet != b.subnet
+    a.set_cuts(frozenset({("n1", "n2"), ("n2", "n1")}))
+    echo_until_ok(b, "n1", "n2")                                             # b is not cut
+    # a's node cannot even open a connection to b's node: separate bridges
+    code, _ = exec_in(a, "n2", "python3", "-c",
+                      f"import socket; socket.create_connection(('{b.ips['n1']}', 7000), timeout=1)")
+    assert code != 0
+    client = docker_client()
+    mine = list_labelled(client, a.lab)
+    assert sorted(mine["containers"]) == [a.container("n1"), a.container("n2")]
+    assert mine["networks"] == [a.network] and len(mine["volumes"]) == 2
+    a.stop()
+    assert list_labelled(client, a.lab) == {"containers": [], "networks": [], "volumes": []}
+    assert ask(b, "n2", {"f": "echo", "peer": "n1"})["value"] == "n1"        # b still runs
