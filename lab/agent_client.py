@@ -84,14 +84,15 @@ class AgentClient:
                 data = self.socket.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            n += 1
             try:
-                answer = control.unpack(data)
+                answers = control.unpack_answers(data)
             except ValueError:
                 continue
-            cb = self._callbacks.pop(answer.get("id"), None)
-            if cb is not None:
-                cb(answer)
+            for answer in answers:
+                n += 1
+                cb = self._callbacks.pop(answer.get("id"), None)
+                if cb is not None:
+                    cb(answer)
         return n
 
     # -- blocking, bounded ---------------------------------------------------------

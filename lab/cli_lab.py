@@ -75,14 +75,14 @@ def add_commands(sub: Any) -> None:
     cl = sub.add_parser("client", help="run one client operation against a running lab")
     cl.add_argument("name", help="lab name")
     ops = cl.add_subparsers(dest="op", metavar="OP", required=True)
-    ops.add_parser("put", help="put KEY VALUE").add_argument("args", nargs=2, metavar="ARG")
-    ops.add_parser("get", help="get KEY").add_argument("args", nargs=1, metavar="ARG")
-    ops.add_parser("cas", help="cas KEY EXPECTED NEW").add_argument("args", nargs=3, metavar="ARG")
-    ops.add_parser("delete", help="delete KEY").add_argument("args", nargs=1, metavar="ARG")
+    for op, nargs, text in (("put", 2, "put KEY VALUE"), ("get", 1, "get KEY"),
+                            ("cas", 3, "cas KEY EXPECTED NEW"), ("delete", 1, "delete KEY")):
+        p = ops.add_parser(op, help=text)
+        p.add_argument("args", nargs=nargs, metavar="ARG")
+        p.add_argument("--node", help="send to this node first (default: the leader, found by redirects)")
     p = ops.add_parser("echo", help="echo NODE PEER: a round trip NODE -> PEER -> NODE (register protocol)")
     p.add_argument("args", nargs=2, metavar="ARG")
     p.add_argument("--count", type=int, default=5, help="round trips to measure (default 5)")
-    cl.add_argument("--node", help="send to this node first (default: the leader, found by redirects)")
     cl.set_defaults(func=cmd_client)
 
     lg = sub.add_parser("logs", help="a node's agent log (or trace)")
@@ -186,7 +186,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             dropped = sum((c.get("dropped") or {}).values()) if a else ""
             nums = [str(c.get(k, 0)) if a else "" for k in ("sent", "recv")]
             rows.append((n, state, str(core.get("role", "-")), str(core.get("term", "-")),
-                         str(core.get("leader", "-")), *nums, str(dropped),
+                         str(core.get("leader") or "-"), *nums, str(dropped),
                          str(c.get("requests", 0)) if a else ""))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
@@ -340,7 +340,7 @@ def run_op(b: AgentBackend, op: dict[str, Any], first: str | None = None,
         box: list[dict[str, Any]] = []
         sent = time.monotonic()
         b.submit(target, op, box.append)
-        b.wait_for(lambda: bool(box), max(0.0, min(deadline, sent + 1.0) - time.monotonic()))
+        b.wait_for(lambda box=box: bool(box), max(0.0, min(deadline, sent + 1.0) - time.monotonic()))
         if not box:
             if not redirect:
                 break

@@ -141,7 +141,11 @@ class FaultPlan:
         self.cuts[sid] = cuts
         self._groups[sid] = groups
         mech = self.backend.set_cuts(self._all_cuts())
-        self._emit("partition", groups, "apply", mech, oneway=step.oneway, cuts=len(cuts))
+        extra: dict[str, Any] = {"oneway": step.oneway, "cuts": len(cuts)}
+        if not cuts:
+            # e.g. `partition: leader` with no leader: nothing to cut; say so in the trace.
+            extra["skipped"] = f"{step.args!r} made no cut"
+        self._emit("partition", groups, "apply", mech, **extra)
 
     def _apply_heal(self, step: FaultStep) -> None:
         what = step.args if isinstance(step.args, str) else "all"
@@ -256,6 +260,7 @@ class FaultPlan:
 
     def _emit(self, action: str, target: Any, phase: str, mechanism: str, **extra: Any) -> None:
         data = {"action": action, "target": target, "phase": phase, "mechanism": mechanism, **extra}
-        self.events.append({"ts": self.backend.now(), "node": "lab", "lc": 0, "ev": "fault",
+        # Rounded like every other trace timestamp, so 0.1 + 0.2 reads 0.3 in the report too.
+        self.events.append({"ts": round(self.backend.now(), 6), "node": "lab", "lc": 0, "ev": "fault",
                             "data": data})
 

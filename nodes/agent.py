@@ -37,6 +37,7 @@ from collections import Counter
 from typing import Any
 
 import zmq
+from zmq.utils import z85
 
 from nodes import control, wire
 from nodes.filestorage import FileStorage
@@ -133,7 +134,7 @@ class Agent:
         self._seq = 0
         self._mseq = 0
         self.out: list[tuple[str, str, str, bytes]] = []        # (dst, mid, type, frame) to send after commit
-        self.replies: list[list[bytes]] = []                    # control frames to send after commit
+        self.replies: list[tuple[bytes, dict[str, Any]]] = []   # control answers to send after commit
         self.pending: dict[str, tuple[bytes, Any]] = {}         # client token -> (routing id, request id)
         self._tok = 0
         self.running = True
@@ -155,7 +156,7 @@ class Agent:
     def _open_sockets(self) -> None:
         spec = self.spec
         public, secret, client = load_keys(spec)
-        self.client_key = zmq.utils.z85.decode(client)
+        self.client_key = z85.decode(client)
         # The ZAP handler must be bound before the Curve socket, or libzmq admits everyone.
         self.zap = self.zctx.socket(zmq.REP)
         self.zap.setsockopt(zmq.LINGER, 0)
@@ -223,7 +224,7 @@ class Agent:
             return
         self.counters["replies"] += 1
         self.tracer.event("reply", time.time() - self.t0, self.lc, data={"client": client, "result": result})
-        self.replies.append([dest[0], control.pack({"id": dest[1], "result": result})])
+        self.replies.append((dest[0], {"id": dest[1], "result": result}))
 
     def set_timer(self, name: str, after: float) -> None:
         self._seq += 1
@@ -391,7 +392,7 @@ class Agent:
                 answer = {"error": f"{type(e).__name__}: {e}"[:300]}
             if answer is not None:
                 answer["id"] = msg.get("id")
-                self.replies.append([ident, control.pack(answer)])
+                self.replies.append((ident, answer))
 
     def _control(self, ident: bytes, msg: dict[str, Any]) -> dict[str, Any] | None:
         op = msg.get("op")
@@ -464,11 +465,16 @@ class Agent:
                     self._drop(time.time() - self.t0, mid, type, dst, "node_down")
         if self.replies:
             replies, self.replies = self.replies, []
-            for frames in replies:
+            # Answers to one client leave as one frame (a msgpack array of maps): under load a
+            # send per answer costs more than everything else the agent does for a request.
+            by_client: dict[bytes, list[dict[str, Any]]] = {}
+            for ident, answer in replies:
+                by_client.setdefault(ident, []).append(answer)
+            for ident, answers in by_client.items():
                 try:
-                    self.ctl.send_multipart(frames, zmq.NOBLOCK)
+                    self.ctl.send_multipart([ident, control.pack_answers(answers)], zmq.NOBLOCK)
                 except zmq.ZMQError:
-                    self.counters["control_send_errors"] += 1
+                    self.counters["control_send_errors"] += len(answers)
         self.tracer.flush()
 
     def _close(self) -> None:

@@ -21,6 +21,8 @@ shutdown       --                                     (answered, then the agent 
 =============  =====================================  ======================================
 
 Any answer may instead carry ``error`` (a string) when the request was wrong.
+Answers due to one client in one loop iteration travel as one frame: a msgpack
+array of answer maps (a single answer is the map alone).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ READ_MAX = 1 << 20                                      # bytes per read_file an
 ZAP_DOMAIN = "zlab"
 
 
-def pack(msg: dict[str, Any]) -> bytes:
+def pack(msg: Any) -> bytes:
     return msgpack.packb(msg, use_bin_type=True)
 
 
@@ -48,6 +50,23 @@ def unpack(data: bytes) -> dict[str, Any]:
     if not isinstance(msg, dict):
         raise ValueError("control frame is not a map")
     return msg
+
+
+def pack_answers(answers: list[dict[str, Any]]) -> bytes:
+    """One frame for the answers due to one client: a map alone, or an array of maps."""
+    return pack(answers[0] if len(answers) == 1 else answers)
+
+
+def unpack_answers(data: bytes) -> list[dict[str, Any]]:
+    """The answers in one frame from an agent (ValueError when it is not a map or array of maps)."""
+    try:
+        msg = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"undecodable control frame: {e}") from None
+    msgs = msg if isinstance(msg, list) else [msg]
+    if not all(isinstance(m, dict) for m in msgs):
+        raise ValueError("control answer is not a map")
+    return msgs
 
 
 def request(op: str, rid: int, **fields: Any) -> bytes:

@@ -188,3 +188,16 @@ def test_seed_sweep_crashes_keep_atomicity_and_conservation(protocol: str, chunk
         for check in ("atomicity", "conservation", "no_commit_after_abort"):
             v = verdicts[check]
             assert v.verdict == HOLDS, (protocol, seed, check, v.detail, s.faults)
+
+
+@pytest.mark.parametrize("protocol,bug", [("twopc", "decision_not_logged"), ("twopc", "vote_before_durable"),
+                                          ("threepc", "abort_on_recovery")])
+def test_the_sweep_has_teeth(protocol: str, bug: str) -> None:
+    """The same random crashes find each named bug within a few seeds."""
+    for seed in range(40):
+        s = scenario(protocol, clients=2, duration=2.5, abort=0.1, jitter=0.001, config={"bugs": [bug]})
+        s.faults = random_crashes(seed, s.node_names, 2.5)
+        verdicts = simulate(s, seed)
+        if any(verdicts[c].verdict == VIOLATED for c in ("atomicity", "conservation", "no_commit_after_abort")):
+            return
+    pytest.fail(f"{protocol} with bug {bug}: no violation in 40 seeds")

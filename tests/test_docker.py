@@ -207,7 +207,7 @@ def test_restart_from_the_volume_recovers_state_and_faults(zlab_lab):
     # the new namespace got the lab's cut back (n1 end: INPUT from n3), and the same address
     code, out = exec_in(b, "n1", "iptables", "-S", b.net_config().chain)
     assert f"-s {b.ips['n3']}/32" in out
-    assert ask(b, "n2", {"f": "echo", "peer": "n1"})["value"] == "n1"
+    echo_until_ok(b, "n2", "n1")                     # peers reconnect to the same address
     events = b.trace_events()
     assert [e["data"]["msg"] for e in events if e["node"] == "n1" and e["ev"] == "log"
             and e["data"].get("msg") in ("started", "recovered")] == ["started", "recovered"]

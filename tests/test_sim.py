@@ -29,7 +29,7 @@ CHILD = Path(__file__).resolve().parent / "sim_determinism_child.py"
 
 class Probe(Core):
     name = "probe"
-    message_types = frozenset({"ping", "pong"})
+    message_types = frozenset({"ping", "pong", "fwd"})
 
     def start(self) -> None:
         self.volatile = 0
@@ -56,6 +56,8 @@ class Probe(Core):
         elif f == "send":
             self.ctx.send(op["peer"], op["type"], op.get("body", {}))
             self.ctx.reply(client, {"type": "ok"})
+        elif f == "forward":        # another node answers this node's client
+            self.ctx.send(op["peer"], "fwd", {"client": client})
         elif f == "hold":
             pass            # never answered: the client's request stays pending at this node
         elif f == "spin":
@@ -63,7 +65,9 @@ class Probe(Core):
 
     def handle_message(self, src: str, type: str, body: dict[str, Any]) -> None:
         self.ctx.storage.log_append("got", [[src, type, body.get("n"), self.ctx.now()]])
-        if type == "ping":
+        if type == "fwd":
+            self.ctx.reply(body["client"], {"type": "ok", "by": self.ctx.node})
+        elif type == "ping":
             body["mutated"] = True      # must not leak back to the sender's dict
             self.ctx.send(src, "pong", body)
         else:
@@ -231,6 +235,48 @@ def test_bodies_are_copied_across_the_wire():
     sim.run_until(1.0)
     assert body == {"n": 1, "client": "x", "nested": [1, 2]}
     assert sim.storage("n1").log_read("got")[0][:3] == ["n2", "pong", 1]
+
+
+def test_any_node_may_answer_a_client_and_answers_in_flight_survive_a_crash():
+    sim = make(delay=0.01)
+    out = ask(sim, "n1", {"f": "forward", "peer": "n3"}, until=0.025)   # n3 replies at 0.02
+    sim.crash("n3")                                                       # its reply is on the wire
+    sim.run_until(1.0)
+    assert out == [{"type": "ok", "by": "n3"}]
+    (reply,) = events(sim, "reply")
+    assert reply["node"] == "n3" and reply["data"]["client"] == events(sim, "request")[0]["data"]["client"]
+
+
+def test_crash_of_the_forwarding_node_loses_its_clients():
+    sim = make(delay=0.01)
+    out = ask(sim, "n1", {"f": "forward", "peer": "n3"}, until=0.015)   # request taken by n1
+    sim.crash("n1")                                                       # the client was n1's
+    sim.run_until(1.0)
+    assert out == [] and len(events(sim, "reply")) == 1                  # n3 answered into the void
+
+
+def test_links_without_jitter_are_fifo_and_reordering_links_are_not():
+    def order(**link: Any) -> list[int]:
+        sim = make(**link)
+        for n in range(60):
+            sim.call_at(n * 0.001, lambda n=n: sim.core("n1").ctx.send("n2", "ping", {"n": n}))
+        sim.run_until(2.0)
+        return [g[2] for g in sim.storage("n2").log_read("got")]
+    assert order(delay=0.01) == list(range(60))
+    assert order(delay=0.01, distribution="constant", jitter=0.05) == list(range(60))
+    jumbled = order(delay=0.01, reorder=0.5)
+    assert sorted(jumbled) == list(range(60)) and jumbled != list(range(60))
+
+
+def test_same_seed_same_events_in_one_process_and_seeds_differ():
+    def trace(seed: int) -> list[dict[str, Any]]:
+        sim = make(n=3, seed=seed, delay=0.01, jitter=0.01, loss=0.1, duplicate=0.1)
+        for n in range(100):
+            sim.call_at(n * 0.01, lambda n=n: sim.submit(f"n{n % 3 + 1}", {"f": "ping", "peer": f"n{(n + 1) % 3 + 1}"},
+                                                         lambda r: None))
+        sim.run_until(3.0)
+        return sim.trace_events()
+    assert trace(8) == trace(8) != trace(9)
 
 
 def test_unencodable_body_and_unknown_peer_are_protocol_errors():

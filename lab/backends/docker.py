@@ -329,7 +329,7 @@ class DockerBackend(AgentBackend):
             # A restart: synchronous, and the node's namespace is new, so its faults go back in.
             self._start_node(node, spec_path)
             self.netstate[node] = nf.NetState()
-            self._apply_kernel([node])
+            self._apply_kernel([node], restarting=True)
         else:
             self._starts[node] = self.pool.submit(self._start_node, node, spec_path)
 
@@ -471,12 +471,13 @@ class DockerBackend(AgentBackend):
                     drops.add(nf.Drop(self.ips[src], "in", PEER_PORT))
         return nf.NetState(links=links, drops=frozenset(drops))
 
-    def _apply_kernel(self, nodes: Iterable[str]) -> None:
-        """Bring each node's namespace to :meth:`desired_state`; paused nodes catch up on resume."""
+    def _apply_kernel(self, nodes: Iterable[str], restarting: bool = False) -> None:
+        """Bring each node's namespace to :meth:`desired_state`; paused nodes catch up on resume,
+        crashed ones at their restart (``restarting``: still marked down, but running again)."""
         cfg = self.net_config()
         todo: dict[str, tuple[list[Argv], nf.NetState]] = {}
         for n in nodes:
-            if n in self.down:
+            if n in self.down and not restarting:
                 continue
             cmds, after = nf.plan(cfg, self.netstate[n], self.desired_state(n))
             if not cmds:

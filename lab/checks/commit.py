@@ -57,12 +57,19 @@ class _Txn:
         return sorted(n for n, r in self.roles.items() if r == "participant")
 
 
+def fields(ev: dict[str, Any]) -> dict[str, Any]:
+    """An event's payload: its ``data`` (docs/trace.md), or its top level where a runtime
+    wrote the core's fields there."""
+    d = ev.get("data")
+    return d if isinstance(d, dict) else ev
+
+
 def transactions(trace: list[dict[str, Any]]) -> dict[str, _Txn]:
     out: dict[str, _Txn] = {}
     for ev in trace:
         if ev.get("ev") != "state":
             continue
-        d = ev.get("data") or {}
+        d = fields(ev)
         tid, state = d.get("txn"), d.get("state")
         if tid is None or state is None:
             continue
@@ -118,7 +125,7 @@ def initial_total(data: RunData) -> int | None:
     """The bank's money at the start: the participants' own `apply init` events, else final.json."""
     inits: dict[str, int] = {}
     for ev in data.trace:
-        d = ev.get("data") or {}
+        d = fields(ev)
         if ev.get("ev") == "apply" and d.get("init"):
             inits.update({str(k): int(v) for k, v in (d.get("balances") or {}).items()})
     if inits:
@@ -144,7 +151,7 @@ def conservation(data: RunData) -> Verdict:
     # Which transactions made or destroyed money: applied deltas that do not sum to zero.
     applied: dict[str, int] = defaultdict(int)
     for ev in data.trace:
-        d = ev.get("data") or {}
+        d = fields(ev)
         if ev.get("ev") == "apply" and "txn" in d:
             applied[d["txn"]] += sum(int(v) for v in (d.get("deltas") or {}).values())
     unbalanced = {t: s for t, s in sorted(applied.items()) if s}
@@ -202,7 +209,7 @@ def _coordinator_restarts(data: RunData, txns: dict[str, _Txn]) -> list[float]:
     coords = {n for t in txns.values() for n, r in t.roles.items() if r == "coordinator"}
     return [float(e["ts"]) for e in data.trace
             if e.get("ev") == "log" and e.get("node") in coords
-            and (e.get("data") or {}).get("msg") == "recovered"]
+            and fields(e).get("msg") == "recovered"]
 
 
 def make_nonblocking(threshold: float = THRESHOLD) -> Checker:
