@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The runner's finally has stopped the backend by the time we get here.
         print("zlab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:       # `zlab protocols | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except SystemExit as e:       # --help and --version
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_BAD_INPUT)
 
@@ -195,6 +199,8 @@ def cmd_protocols(args: argparse.Namespace) -> int:
         return 0
     names = [args.name] if args.name else protocols.names()
     for i, name in enumerate(names):
+        if i:
+            print()
         try:
             cls = _protocol(name)
         except ConfigError:
@@ -202,8 +208,6 @@ def cmd_protocols(args: argparse.Namespace) -> int:
                 raise
             print(f"{name}  (not available)")
             continue
-        if i:
-            print()
         doc = (cls.__doc__ or "").strip().splitlines()
         print(f"{name}" + (f"  {doc[0]}" if doc else ""))
         if cls.default_checks:

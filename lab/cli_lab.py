@@ -34,6 +34,7 @@ from lab.targets import partition_cuts
 from nodes.units import format_duration, parse_duration, parse_percent
 
 CLIENT_TIMEOUT = 5.0       # s a `zlab client` op may take, redirects included
+ECHO_TIMEOUT = 1.0         # s after which an echo counts as lost
 TOPOLOGY_COPY = "topology.yaml"
 
 
@@ -366,17 +367,24 @@ def cmd_client(args: argparse.Namespace) -> int:
     with attached(args.name, save=False) as b:
         if args.op == "echo":
             node, peer = _node(b, args.args[0]), _node(b, args.args[1])
-            rtts = []
+            rtts, lost = [], 0
             for _ in range(max(1, min(args.count, 1000))):
-                res, _, dt = run_op(b, {"f": "echo", "peer": peer}, first=node, timeout=2.0,
+                res, _, dt = run_op(b, {"f": "echo", "peer": peer}, first=node, timeout=ECHO_TIMEOUT,
                                    redirect=False)
-                if res is None or res.get("type") != "ok":
-                    print(f"echo {node} -> {peer}: no answer" if res is None else f"echo: {res}")
-                    return 2 if res is None else 1
-                rtts.append(dt * 1000)
+                if res is None:
+                    lost += 1
+                elif res.get("type") != "ok":
+                    print(f"echo: {res}")
+                    return 1
+                else:
+                    rtts.append(dt * 1000)
+            if not rtts:
+                print(f"echo {node} -> {peer}: no answer ({lost} lost)")
+                return 2
             rtts.sort()
             print(f"echo {node} -> {peer} -> {node}: {len(rtts)} round trips, "
-                  f"min {rtts[0]:.1f} ms, median {rtts[len(rtts) // 2]:.1f} ms, max {rtts[-1]:.1f} ms")
+                  f"min {rtts[0]:.1f} ms, median {rtts[len(rtts) // 2]:.1f} ms, max {rtts[-1]:.1f} ms"
+                  + (f", {lost} lost (no answer within {ECHO_TIMEOUT:g}s)" if lost else ""))
             return 0
         op = client_op(args.op, args.args)
         res, node, dt = run_op(b, op, first=args.node)

@@ -24,6 +24,7 @@ import yaml
 
 from lab.checks.base import Verdict
 from lab.checks.registry import expected
+from lab.errors import ConfigError
 from lab.history import pair_ops, write_history
 from lab.scenario import Scenario
 from lab.tracefile import write_trace
@@ -44,6 +45,11 @@ def make_run_dir(name: str, out: str | os.PathLike[str] | None = None,
     (a relative link, so the tree can be moved) pointing at it."""
     if out is not None:
         path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            # A used directory may hold a local or docker run's node data, which the next run
+            # would recover from: the run would not be the one its seed describes.
+            raise ConfigError("exists and is not empty; a run directory must be new",
+                              path=str(path), field="--out")
         path.mkdir(parents=True, exist_ok=True)
         return path
     stamp = (now or _dt.datetime.now(_dt.UTC)).strftime("%Y%m%dT%H%M%SZ")

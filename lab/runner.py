@@ -88,6 +88,7 @@ class _Op:
     seq: int
     invoked: float
     deadline: float
+    record: bool = True         # False for final reads: not part of the history
     attempt: int = 0
     node: str | None = None
     done: bool = False
@@ -110,7 +111,6 @@ class Clients:
         n = (self.spec.clients * per_client) if workload is not None else 0
         self.slots = [_Slot(process=history.fresh_process()) for _ in range(n)]
         self.counts = {"ok": 0, "fail": 0, "info": 0, "skipped": 0, "invoked": 0}
-        self.latencies: list[tuple[float, float]] = []   # (completion ts, seconds) of ok ops
         self.leader: str | None = None                    # last leader any client saw
         self._seq = 0
         self._end = 0.0
@@ -163,11 +163,10 @@ class Clients:
         slot.busy = True
         slot.last_invoke = now
         state = _Op(slot, dict(op), f"c{slot.process}", self._seq, now, now + self.timeout,
-                    on_done=on_done)
+                    on_done=on_done, record=record)
         if record:
             self.history.invoke(slot.process, op["f"], op.get("key"), op.get("value"), now)
             self.counts["invoked"] += 1
-        state.op["_record"] = record
         self.backend.call_at(state.deadline, lambda: self._timeout(state))
         self._send(state, node or slot.leader or self._random_node())
         return state
@@ -181,8 +180,7 @@ class Clients:
         state.attempt += 1
         state.node = node
         attempt = state.attempt
-        msg = {k: v for k, v in state.op.items() if k != "_record"}
-        msg.update(client=state.client, seq=state.seq)
+        msg = {**state.op, "client": state.client, "seq": state.seq}
         self.backend.submit(node, msg, lambda res: self._result(state, attempt, node, res))
 
     def _result(self, state: _Op, attempt: int, node: str, res: dict[str, Any]) -> None:
@@ -207,7 +205,8 @@ class Clients:
             self.leader = node
             self._finish(state, OK, self._ok_value(state.op, res), res)
         elif kind == FAIL:
-            self._finish(state, FAIL, res.get("error"), res)
+            # Jepsen keeps the invocation's value on a failed op; the error is in the trace.
+            self._finish(state, FAIL, state.op.get("value"), res)
         else:                   # info, or an answer we cannot read: the outcome is unknown
             self._finish(state, INFO, None, res)
 
@@ -226,18 +225,16 @@ class Clients:
         state.done = True
         slot = state.slot
         now = self.backend.now()
-        if state.op.get("_record"):
+        if state.record:
             self.history.complete(slot.process, kind, value, now)
             self.counts[kind] += 1
-            if kind == OK:
-                self.latencies.append((now, now - state.invoked))
         if kind == INFO:
             slot.process = self.history.fresh_process()
             slot.leader = None
         slot.busy = False
         if state.on_done is not None:
             state.on_done(res)
-        elif state.op.get("_record"):
+        elif state.record:
             self._after(slot)
 
     # -- final reads --------------------------------------------------------------------------

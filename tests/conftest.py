@@ -35,5 +35,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     msg = f"zlab: this test session left docker objects behind (now removed): {what}"
     if reporter is not None:
+        reporter.ensure_newline()
         reporter.write_line(msg, red=True, bold=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED

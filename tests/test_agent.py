@@ -218,3 +218,31 @@ def test_agent_exits_when_its_orchestrator_is_gone(tmp_path, monkeypatch):
             p.kill()
             p.wait(5)
         p.stdout.close()
+
+
+def test_inline_keys_spec_as_containers_use_it(tmp_path, monkeypatch):
+    """The docker runtime passes the keys inside the spec instead of as files."""
+    monkeypatch.setenv("ZLAB_HOME", str(tmp_path / "home"))
+
+    class InlineKeys(LocalBackend):
+        def _keys_spec(self):
+            return self.keys.spec_inline()
+
+    b = InlineKeys(Scenario(name="inline", protocol="register", nodes=[NodeSpec("n1")]), 1, str(tmp_path / "run"))
+    try:
+        b.start()
+        spec = json.load(open(os.path.join(b.state_dir, "specs", "n1.json")))
+        assert set(spec["keys"]) == {"server_public", "server_secret", "client_public"}
+        assert call(b, "n1", {"f": "write", "value": 1}) == {"type": "ok"}
+    finally:
+        b.stop()
+
+
+def test_agent_that_cannot_start_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZLAB_HOME", str(tmp_path / "home"))
+    sc = Scenario(name="bad", protocol="register", nodes=[NodeSpec("n1")], config={"no_such_knob": 1})
+    b = LocalBackend(sc, 1, str(tmp_path / "run"))
+    from lab.errors import BackendError
+    with pytest.raises(BackendError, match="n1's agent exited"):
+        b.start()
+    assert all(proc_state(pid) in (None, "Z") for pid in b.pids.values())

@@ -69,9 +69,9 @@ def test_same_seed_gives_a_byte_identical_trace_across_processes(tmp_path: Path)
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     for name in ("trace.jsonl", "history.jsonl"):
-        a = (tmp_path / "a" / name).read_bytes()
-        assert a == (tmp_path / "b" / name).read_bytes(), name
-    assert b'"ev":"fault"' in a or b'"ev":"fault"' in (tmp_path / "a" / "trace.jsonl").read_bytes()
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    trace = (tmp_path / "a" / "trace.jsonl").read_bytes()
+    assert trace.count(b'"ev":"fault"') >= 4 and b'"node":"lab"' in trace
     assert main(["run", str(path), "--seed", "9", "--out", str(tmp_path / "c")]) == 0
     assert (tmp_path / "c" / "trace.jsonl").read_bytes() != (tmp_path / "a" / "trace.jsonl").read_bytes()
 
@@ -150,3 +150,26 @@ def test_interrupt_stops_the_backend_and_exits_130(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(SimBackend, "stop", stop)
     assert main(["run", str(scenario_file(tmp_path)), "--out", str(tmp_path / "r")]) == 130
     assert stopped == [True]
+
+
+def test_the_run_directorys_scenario_replays_the_run(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    assert main(["run", str(scenario_file(tmp_path)), "--seed", "5", "--out", str(first)]) == 0
+    again = tmp_path / "again"
+    # The resolved scenario.yaml carries its seed: no --seed needed to replay it.
+    assert main(["run", str(first / "scenario.yaml"), "--out", str(again)]) == 0
+    assert (first / "trace.jsonl").read_bytes() == (again / "trace.jsonl").read_bytes()
+
+
+def test_check_of_a_damaged_run_directory_names_file_and_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["run", str(scenario_file(tmp_path)), "--seed", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    lines = (out / "trace.jsonl").read_text().splitlines()
+    lines[2] = "{not json"
+    (out / "trace.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["check", str(out)]) == 3
+    assert f"zlab: {out / 'trace.jsonl'}:3: not JSON" in capsys.readouterr().err
+    (out / "trace.jsonl").unlink()
+    assert main(["check", str(out)]) == 3

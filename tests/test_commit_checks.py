@@ -152,3 +152,11 @@ def test_nonblocking_counts_overlapping_blocks_once() -> None:
     trace = [st(0.0, "p1", "a", "prepared"), st(1.0, "p1", "b", "prepared"),
              st(4.0, "p1", "a", "aborted"), st(5.0, "p1", "b", "aborted")]
     assert make_nonblocking(2.0)(run(trace)).data["blocked_seconds"] == {"p1": 5.0}
+
+
+def test_fields_at_the_top_level_are_read_too() -> None:
+    """A runtime that writes the core's fields beside ``ev`` instead of under ``data``."""
+    flat = [{k: v for k, v in e.items() if k != "data"} | e["data"] for e in SPLIT]
+    assert atomicity(run(flat)).verdict == VIOLATED
+    bank = [{k: v for k, v in e.items() if k != "data"} | e["data"] for e in BANK]
+    assert conservation(run(bank, {"balances": {"0": 1}, "missing": []})).data["initial"] == 300

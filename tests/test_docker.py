@@ -11,13 +11,20 @@ from typing import Any
 
 import pytest
 
-from lab.backends.docker import DockerBackend, docker_client, list_labelled
+from lab import netfaults as nf
+from lab.backends.docker import (
+    DockerBackend,
+    docker_client,
+    list_labelled,
+    parse_probe,
+    probe_script,
+)
 from lab.runner import run_scenario
 from lab.scenario import LinkParams, NodeSpec, Scenario
 from lab.targets import partition_cuts
 from lab.topology import load_scenario_text
 
-pytestmark = pytest.mark.docker
+docker = pytest.mark.docker
 
 RAFT5 = """
 name: {name}
@@ -66,6 +73,7 @@ def exec_in(b: DockerBackend, node: str, *cmd: str) -> tuple[int, str]:
     return r.exit_code, r.output.decode("utf-8", "replace")
 
 
+@docker
 def test_raft_leader_killed_new_leader_and_no_acknowledged_write_lost(zlab_image, tmp_path, monkeypatch):
     monkeypatch.setenv("ZLAB_HOME", str(tmp_path / "home"))
     text = RAFT5.format(name="dk-kill") + """
@@ -93,6 +101,7 @@ settle: 1s
                for e in trace)
 
 
+@docker
 def test_raft_iptables_partition_minority_cannot_commit_and_heal_converges(zlab_lab):
     b = zlab_lab(load_scenario_text(RAFT5.format(name="dk-part")))
     assert b.caps.iptables, "iptables is needed for kernel partitions"
@@ -127,6 +136,7 @@ def test_raft_iptables_partition_minority_cannot_commit_and_heal_converges(zlab_
     assert st[old]["role"] != "leader" or st[old]["term"] > term
 
 
+@docker
 def test_oneway_cut_delay_fallback_and_pause(zlab_lab):
     b = zlab_lab(register(3, "dk-oneway"))
     echo_until_ok(b, "n1", "n2")
@@ -179,6 +189,7 @@ def _transfer_seconds(b: DockerBackend, src: str, dst: str, nbytes: int) -> floa
     return float(out.strip().splitlines()[-1])
 
 
+@docker
 def test_tbf_rate_limit_slows_a_bulk_transfer(zlab_lab):
     b = zlab_lab(register(2, "dk-rate"))
     nbytes = 200_000                                    # 1.6 Mbit
@@ -193,6 +204,7 @@ def test_tbf_rate_limit_slows_a_bulk_transfer(zlab_lab):
     assert "tbf" not in out and "htb" not in out
 
 
+@docker
 def test_restart_from_the_volume_recovers_state_and_faults(zlab_lab):
     b = zlab_lab(register(3, "dk-restart"))
     assert ask(b, "n1", {"f": "write", "value": 42})["type"] == "ok"
@@ -213,6 +225,7 @@ def test_restart_from_the_volume_recovers_state_and_faults(zlab_lab):
             and e["data"].get("msg") in ("started", "recovered")] == ["started", "recovered"]
 
 
+@docker
 def test_two_labs_in_parallel_do_not_see_each_other(zlab_lab):
     a = zlab_lab(register(2, "dk-iso"))
     b = zlab_lab(register(2, "dk-iso"))
@@ -230,3 +243,107 @@ def test_two_labs_in_parallel_do_not_see_each_other(zlab_lab):
     a.stop()
     assert list_labelled(client, a.lab) == {"containers": [], "networks": [], "volumes": []}
     assert ask(b, "n2", {"f": "echo", "peer": "n1"})["value"] == "n1"        # b still runs
+
+
+# -- the backend's fault logic, with a fake engine (no docker needed) ---------------------------
+
+class FakeAPI:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def unpause(self, name: str) -> None:
+        self.calls.append(("unpause", name))
+
+    def pause(self, name: str) -> None:
+        self.calls.append(("pause", name))
+
+    def kill(self, name: str) -> None:
+        self.calls.append(("kill", name))
+
+    def inspect_container(self, name: str) -> dict[str, Any]:
+        return {"State": {"Running": False, "Status": "exited"}}
+
+
+class FakeDocker:
+    def __init__(self) -> None:
+        self.api = FakeAPI()
+
+
+@pytest.fixture
+def fake(tmp_path):
+    ran: list[tuple[str, list[list[str]]]] = []
+    pushed: list[dict[str, Any]] = []
+    b = DockerBackend(register(3, "unit"), 1, str(tmp_path), lab="unit", owner="t",
+                      client=FakeDocker(), executor=lambda c, cmds: ran.append((c, cmds)))
+    b.ips = {"n1": "10.213.1.10", "n2": "10.213.1.11", "n3": "10.213.1.12"}
+    b.caps = nf.Caps(netem=False, htb=True, tbf=True, iptables=True)
+    b._push_rules = pushed.append            # the shim's share, as it would go to the agents
+    return b, ran, pushed
+
+
+def test_unit_cut_is_installed_at_both_ends_on_the_peer_port(fake):
+    b, ran, _ = fake
+    assert b.set_cuts(frozenset({("n1", "n2")})) == "iptables"
+    chain = nf.chain_name("unit")
+    got = dict(ran)
+    assert got["unit-n1"] == [*nf.ipt_chain_create(chain), nf.ipt_add(chain, nf.Drop("10.213.1.11", "out", 7000))]
+    assert got["unit-n2"] == [*nf.ipt_chain_create(chain), nf.ipt_add(chain, nf.Drop("10.213.1.10", "in", 7000))]
+    assert "unit-n3" not in got
+    ran.clear()
+    assert b.set_cuts(frozenset({("n1", "n2")})) == "iptables" and ran == []     # idempotent
+    b.set_cuts(frozenset())
+    assert sorted(c for c, _ in ran) == ["unit-n1", "unit-n2"]
+    assert all(cmds[0][2] == "-D" for _, cmds in ran)
+    # the shim gets no cuts where iptables makes them
+    assert b.rules_for("n1")["cut_out"] == [] and b.rules_for("n2")["cut_in"] == []
+
+
+def test_unit_without_netem_delay_goes_to_the_shim_and_rate_to_tbf(fake):
+    b, ran, pushed = fake
+    assert b.set_link("n1", "n2", LinkParams(delay=0.05, loss=0.1)) == "shim"
+    assert ran == []
+    assert pushed == [{"n1": {"links": {"n2": {**LinkParams(delay=0.05, loss=0.1).__dict__}}}}]
+    assert b.rules_for("n1")["links"]["n2"]["delay"] == 0.05
+    pushed.clear()
+    assert b.set_link("n1", "n2", LinkParams(delay=0.05, loss=0.1, rate=1_000_000)) == "tbf+shim"
+    assert pushed == []                                   # the shim's share did not change
+    (container, cmds), = ran
+    assert container == "unit-n1" and nf.tc_leaf(0x11, LinkParams(rate=1_000_000), verb="add") in cmds
+    assert "rate" not in b.rules_for("n1")["links"]["n2"] or b.rules_for("n1")["links"]["n2"]["rate"] is None
+    assert any("no sch_netem" in n for n in b.notes())
+    assert any("rate limits were applied by the kernel" in n for n in b.notes())
+
+
+def test_unit_with_netem_everything_is_the_kernels(fake):
+    b, ran, pushed = fake
+    b.caps = nf.Caps(netem=True, htb=True, tbf=True, iptables=True)
+    assert b.set_link("n2", "n3", LinkParams(delay=0.05, jitter=0.01)) == "netem"
+    assert pushed == [] and b.rules_for("n2")["links"] == {}
+    (container, cmds), = ran
+    assert container == "unit-n2"
+    assert ["tc", "qdisc", "add", "dev", "eth0", "parent", "1:12", "handle", "12:", "netem",
+            "delay", "50ms", "10ms"] in cmds
+    assert not any("no sch_netem" in n for n in b.notes())
+
+
+def test_unit_paused_node_catches_up_on_resume_and_crash_forgets_the_namespace(fake):
+    b, ran, _ = fake
+    b.pause("n2")
+    b.set_cuts(frozenset({("n1", "n2")}))
+    assert [c for c, _ in ran] == ["unit-n1"]            # no exec into a frozen container
+    ran.clear()
+    b.resume("n2")
+    assert [c for c, _ in ran] == ["unit-n2"]
+    assert ("unpause", "unit-n2") in b.docker.api.calls
+    b.crash("n2")
+    assert b.netstate["n2"] == nf.NetState()
+    ran.clear()
+    b.set_cuts(frozenset())
+    assert [c for c, _ in ran] == ["unit-n1"]            # a down node is left alone
+
+
+def test_unit_probe_script_and_parse() -> None:
+    script = probe_script()
+    for cap in ("netem", "htb", "tbf", "iptables"):
+        assert f"echo {cap}=1" in script
+    assert parse_probe("netem=0\nhtb=1\ntbf=1\niptables=1\n") == nf.Caps(False, True, True, True)

@@ -68,7 +68,7 @@ def test_dot_lists_every_transition() -> None:
 
 def test_combined_keeps_roles_apart() -> None:
     text = combined_mermaid([("coordinator", DOOR), ("participant", DOOR)])
-    assert 'state "coordinator" as coordinator {' in text
+    assert "    state coordinator {" in text
     assert "c_opened --> c_closed" in text and "p_opened --> p_closed" in text
 
 
@@ -98,3 +98,13 @@ def test_decided_states_are_final(core: type) -> None:
                 assert t.target == t.source, f"{table.name}: {t}"
         assert not table.allows("committed", "global_abort") and not table.allows("aborted", "global_commit")
         assert not table.allows("committed", "abort") and not table.allows("aborted", "do_commit")
+
+
+@pytest.mark.parametrize("core,doc", [(TwoPC, "twopc.md"), (ThreePC, "threepc.md")])
+def test_docs_show_the_diagrams_the_tables_make(core: type, doc: str) -> None:
+    """docs/<protocol>.md embeds each role's to_mermaid(table) verbatim: a changed table
+    must change the docs (paste the new output of to_mermaid into the ```mermaid block)."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parent.parent / "docs" / doc).read_text(encoding="utf-8")
+    for table in (core.coordinator_table, core.participant_table):
+        assert "```mermaid\n" + to_mermaid(table) + "```" in text, table.name

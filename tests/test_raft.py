@@ -253,6 +253,7 @@ def test_divergent_follower_is_repaired_with_one_rejection_per_term() -> None:
     assert len(rejects) == 1, rejects
     assert rejects[0]["conflict_term"] == 1 and rejects[0]["prev_index"] == 17
     assert n1.hashes == net.core("n2").hashes and n1.commit == net.core("n2").commit == 18
+    assert net.storage["n1"].log_read("log") == n1.log[1:]        # truncated, not left behind
     assert [c["key"] for c in net.commits("n1") if c][10:] == ["fresh"] * 5
     assert net.verdicts() == HOLDS_ALL
 
@@ -306,6 +307,32 @@ def test_append_writes_only_new_entries_to_storage() -> None:
         net.deliver_all()
     assert calls and all(name == "log" and k == 1 for name, k in calls)
     assert sum(k for _, k in calls) == net.core("n2").last_index == 11
+
+
+def test_commit_index_rides_along_with_other_writes() -> None:
+    """Like etcd's HardState: the commit index is written, but never on its own on the path of
+    an answer; a restart then recovers it (or a little less, and learns the rest again)."""
+    net = Net(3)
+    net.elect("n1")
+    net.heartbeat("n1")
+    leader = net.storage["n1"]
+    net.request("n1", write("x", 1, 1))
+    writes = leader.writes
+    net.deliver_all()                                  # acks arrive, index 2 commits, n1 replies
+    assert net.replies_to("c1") == [{"type": "ok"}]
+    assert leader.writes == writes                     # no write of its own for the commit
+    assert leader.get("hard")["commit"] == 1
+    net.request("n1", write("x", 2, 2))                # the next append carries it
+    assert leader.get("hard")["commit"] == 2
+    net.deliver_all()
+    net.heartbeat("n1")                                # and so does a heartbeat
+    assert leader.get("hard")["commit"] == 3
+    assert net.storage["n2"].get("hard")["commit"] == 2   # followers: with their next append
+    net.crash("n2")
+    net.restart("n2")
+    net.heartbeat("n1")
+    assert net.core("n2").commit == 3 and net.core("n2").kv.data == {"x": 2}
+    assert net.verdicts() == HOLDS_ALL
 
 
 def test_malformed_messages_are_dropped_and_counted() -> None:
@@ -603,3 +630,9 @@ def test_random_faults_keep_every_property(seed: int) -> None:
         else:
             assert result == {"type": "info", "error": "leadership_lost"}
     assert answered > 5
+
+
+def test_the_same_seed_gives_the_same_trace() -> None:
+    first, second = random_schedule(3)[0].trace, random_schedule(3)[0].trace
+    assert first == second
+    assert first != random_schedule(4)[0].trace

@@ -34,7 +34,12 @@ def register_scenario(**kw: Any) -> Scenario:
 
 
 def run(s: Scenario, tmp_path: Path, seed: int = 1, **kw: Any) -> runner.RunResult:
-    return runner.run_scenario(s, "sim", seed=seed, out=tmp_path / "run", quiet=True, **kw)
+    out = tmp_path / "run"
+    for n in range(2, 100):     # a fresh run directory per run
+        if not out.exists():
+            break
+        out = tmp_path / f"run{n}"
+    return runner.run_scenario(s, "sim", seed=seed, out=out, quiet=True, **kw)
 
 
 def test_register_run_writes_the_run_directory(tmp_path: Path) -> None:
@@ -230,3 +235,66 @@ def test_seed_streams_are_independent_and_a_seed_is_chosen_when_none_is_given(tm
     r = runner.run_scenario(register_scenario(workload={"duration": 0.1}), "sim",
                             out=tmp_path / "x", quiet=True)
     assert isinstance(r.seed, int) and f"seed: {r.seed}" in (r.run_dir / "scenario.yaml").read_text()
+
+
+# -- workloads ---------------------------------------------------------------------------------
+
+def test_kv_writes_unique_increasing_values_and_follows_its_ratios() -> None:
+    import random
+
+    from lab.workloads.kv import KvWorkload
+    s = register_scenario(workload={"params": {"keys": 4, "read_ratio": 0.3, "cas_ratio": 0.2,
+                                               "delete_ratio": 0.1}})
+    wl = KvWorkload(s.workload, s, random.Random(1))
+    ops = [wl.next_op(0) for _ in range(4000)]
+    written = [op["value"] if op["f"] == "write" else op["value"][1]
+               for op in ops if op["f"] in ("write", "cas")]
+    assert written == sorted(set(written))          # unique and increasing: lost writes show
+    share = {f: sum(op["f"] == f for op in ops) / len(ops) for f in ("read", "cas", "delete", "write")}
+    assert share == pytest.approx({"read": 0.3, "cas": 0.2, "delete": 0.1, "write": 0.4}, abs=0.03)
+    assert {op["key"] for op in ops} == {"k0", "k1", "k2", "k3"}
+    assert wl.final_ops() == []
+
+
+def test_kv_params_are_checked() -> None:
+    import random
+
+    from lab.workloads.kv import KvWorkload
+    for params, what in (({"keys": 0}, "at least 1"), ({"read_ratio": 0.9, "cas_ratio": 0.2}, "above 1"),
+                         ({"keys": "many"}, "workload.keys"), ({"cas_ratio": -1}, "negative")):
+        s = register_scenario(workload={"params": params})
+        with pytest.raises(ConfigError, match=what):
+            KvWorkload(s.workload, s, random.Random(1))
+
+
+def test_workload_registry() -> None:
+    import random
+
+    from lab.workloads.registry import workload_for
+    s = register_scenario()
+    assert workload_for(WorkloadSpec(kind="none"), s, random.Random(1)) is None
+    assert workload_for(s.workload, s, random.Random(1)).kind == "kv"
+    with pytest.raises(ConfigError, match="unknown workload kind 'bogus'"):
+        workload_for(WorkloadSpec(kind="bogus"), s, random.Random(1))
+
+
+def test_transfer_workload_runs_through_the_runner(tmp_path: Path) -> None:
+    from lab.topology import load_scenario
+    s = load_scenario(str(Path(__file__).parent.parent / "topologies" / "2pc-transfer.yaml"))
+    s.workload = WorkloadSpec(**{**s.workload.__dict__, "duration": 1.0})
+    r = run(s, tmp_path, seed=2)
+    assert r.final, "transfer's final reads reach final.json"
+    assert json.loads((r.run_dir / "final.json").read_text()) == r.final
+    assert r.exit_code == 0
+
+
+def test_out_must_be_a_new_directory(tmp_path: Path) -> None:
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "nodes").mkdir()
+    with pytest.raises(ConfigError, match="used: --out: exists and is not empty"):
+        runner.run_scenario(register_scenario(), "sim", seed=1, out=used, quiet=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert runner.run_scenario(register_scenario(workload={"duration": 0.1}), "sim", seed=1,
+                               out=empty, quiet=True).exit_code == 0

@@ -265,3 +265,10 @@ def test_bug_abort_on_recovery() -> None:
     c, ctx = voted("p2", bugs=["abort_on_recovery"])
     c2, ctx2 = restart(c)
     assert c2.txns[TXN].state == "aborted" and ctx2.took() == []
+
+
+def test_config_refuses_a_ready_timeout_below_the_vote_timeout() -> None:
+    from nodes.protocols.core import ConfigValueError, build_config
+    with pytest.raises(ConfigValueError) as e:
+        build_config(ThreePC, {"vote_timeout": "1s", "ready_timeout": "500ms"})
+    assert e.value.field == "ready_timeout"

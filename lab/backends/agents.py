@@ -161,15 +161,15 @@ class AgentBackend(Backend):
     def stop(self) -> None:
         if self._stopped:
             return
+        # Marked stopped only once every node is: a second Ctrl-C that interrupts this leaves
+        # the atexit hook (and the runner's finally) something to do.
+        self._stop_all()
         self._stopped = True
-        try:
-            self._stop_all()
-        finally:
-            for c in self.clients.values():
-                c.close()
-            self.clients.clear()
-            if self.ephemeral:
-                shutil.rmtree(self.state_dir, ignore_errors=True)
+        for c in self.clients.values():
+            c.close()
+        self.clients.clear()
+        if self.ephemeral:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def spec(self, node: str) -> dict[str, Any]:
         """The agent spec of ``node`` (docs/agent.md), with the fault rules now in force."""

@@ -63,6 +63,7 @@ Executor = Callable[[str, list[Argv]], None]      # (container name, commands) -
 
 
 def docker_client() -> Any:
+    """A client of the local engine (``DOCKER_HOST`` etc. as usual); BackendError if none answers."""
     import docker
     import docker.errors
 
@@ -200,7 +201,7 @@ class DockerBackend(AgentBackend):
         return self._pool
 
     def container(self, node: str) -> str:
-        return f"{self.lab}-{node}"
+        return docker_name(f"{self.lab}-{node}")
 
     def labels(self, node: str | None = None) -> dict[str, str]:
         out = {LABEL_LAB: self.lab, LABEL_OWNER: self.owner}
@@ -298,7 +299,7 @@ class DockerBackend(AgentBackend):
 
         try:
             out = self.docker.containers.run(
-                self.image, entrypoint=["sh", "-c", probe_script()], name=f"{self.lab}-probe",
+                self.image, entrypoint=["sh", "-c", probe_script()], name=f"{self.lab}.probe",
                 labels=self.labels(), cap_add=["NET_ADMIN"], network=self.network, remove=True,
                 stdout=True, stderr=False)
         except docker.errors.DockerException as e:
@@ -506,6 +507,11 @@ class DockerBackend(AgentBackend):
             self.netstate[n] = nf.NetState()
         self._parallel(run, [n for n, cmds in todo.items() if cmds])
 
+    @property
+    def kernel_netem(self) -> bool:
+        """Whether netem makes delay/loss/...: it needs zlab's htb root and filters too."""
+        return self.caps.netem and self.caps.shaping
+
     def rules_for(self, node: str) -> dict[str, Any]:
         """The shim's share: cuts only where iptables is missing, links only the part netem cannot
         make (all of delay/loss/... when the kernel has no netem; nothing when it has)."""
@@ -514,7 +520,7 @@ class DockerBackend(AgentBackend):
             rules["cut_out"], rules["cut_in"] = [], []
         rules["links"] = {}
         for (src, dst), params in sorted(self.links.items()):
-            _, shim = nf.split_params(params, self.caps.netem and self.caps.shaping)
+            _, shim = nf.split_params(params, self.kernel_netem)
             if src == node and shim != PERFECT:
                 rules["links"][dst] = _link_dict(shim)
         return rules
@@ -529,18 +535,20 @@ class DockerBackend(AgentBackend):
     def set_link(self, src: str, dst: str, params: LinkParams) -> str:
         old = self.links.get((src, dst), PERFECT)
         self.links[(src, dst)] = params
-        netem = self.caps.netem and self.caps.shaping
-        _, old_shim = nf.split_params(old, netem)
-        _, new_shim = nf.split_params(params, netem)
+        _, old_shim = nf.split_params(old, self.kernel_netem)
+        _, new_shim = nf.split_params(params, self.kernel_netem)
         self._apply_kernel([src])
         if old_shim != new_shim:
             self._push_rules({src: {"links": {dst: _link_dict(new_shim)}}})
+        if not self.caps.shaping:
+            return "shim"                       # and a rate limit is not applied (see notes)
         return nf.mechanism(params, self.caps)
 
     def notes(self) -> list[str]:
         out = []
-        if not self.caps.netem:
-            out.append("docker runtime: this kernel has no sch_netem, so delay, jitter, loss, "
+        if not self.kernel_netem:
+            missing = "sch_netem" if not self.caps.netem else "htb/tbf"
+            out.append(f"docker runtime: this kernel has no {missing}, so delay, jitter, loss, "
                        "duplication and reordering were applied by each agent's fault shim "
                        "(per message, in the agent), not by the kernel")
         else:
@@ -553,7 +561,8 @@ class DockerBackend(AgentBackend):
             out.append("iptables is not usable here, so partitions were made by the agent shim")
         if any(p.rate for p in self.links.values()):
             if self.caps.shaping:
-                out.append("rate limits were applied by the kernel (tbf under zlab's htb root)")
+                how = "tbf, or netem's rate on links that also have delay or loss" if self.kernel_netem else "tbf"
+                out.append(f"rate limits were applied by the kernel ({how} under zlab's htb root)")
             else:
                 out.append("rate limits were NOT applied: the kernel lacks htb/tbf and the agent "
                            "shim does not shape bandwidth")

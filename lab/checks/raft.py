@@ -141,36 +141,47 @@ def leader_completeness(run: RunData) -> Verdict:
     own: dict[str, dict[int, str]] = defaultdict(dict)    # node -> index -> hash it committed
     # index -> hash -> lowest term in which some node knew it committed
     required: dict[int, dict[str, int]] = defaultdict(dict)
+    conflicted: set[int] = set()                   # indexes committed with more than one hash so far
+    top = 0                                        # highest committed index so far
     bad: list[dict[str, Any]] = []
     leaders = 0
+
+    def check(node: str, term: int, index: int, has: str | None) -> None:
+        for h, known_in in required[index].items():
+            if known_in < term and has != h and len(bad) < SHOW:
+                bad.append({"leader": node, "term": term, "index": index, "committed": h,
+                            "committed_in": known_in, "leader_has": has})
+
     for _, node, ev, data in _raft_events(run.trace):
         if ev == "commit":
             index, h = data["index"], data["hash"]
             own[node][index] = h
             known_in = term_of.get(node, data["term"])
-            if known_in < required[index].get(h, known_in + 1):
-                required[index][h] = known_in
+            hashes = required[index]
+            if h not in hashes:
+                if hashes:
+                    conflicted.add(index)
+                hashes[h] = known_in
+            elif known_in < hashes[h]:
+                hashes[h] = known_in
+            top = max(top, index)
             continue
         term_of[node] = data["term"]
         if data["role"] != "leader":
             continue
         leaders += 1
         term, commit, last = data["term"], data.get("commit", 0), data.get("last_index", 0)
-        upper = _leader_log(data)
         mine = own[node]
-        for index, hashes in required.items():
-            for h, known_in in hashes.items():
-                if known_in >= term:
-                    continue
-                if index > last:
-                    has = None
-                elif index <= commit:
-                    has = mine.get(index, h)     # no trace of it: cannot tell, assume it is there
-                else:
-                    has = upper.get(index, (None, h))[1]
-                if has != h and len(bad) < SHOW:
-                    bad.append({"leader": node, "term": term, "index": index, "committed": h,
-                                "committed_in": known_in, "leader_has": has})
+        # Up to its commit index the leader's log is what it committed itself: that differs
+        # from a required entry only where nodes committed different entries at one index.
+        for index in sorted(conflicted):
+            if index <= commit and index in mine:
+                check(node, term, index, mine[index])
+        # Above it, the traced hashes; beyond its last index, nothing.
+        upper = _leader_log(data)
+        for index in range(commit + 1, top + 1):
+            if index in required:
+                check(node, term, index, upper[index][1] if index in upper and index <= last else None)
     if bad:
         b = bad[0]
         has = "nothing" if b["leader_has"] is None else b["leader_has"]

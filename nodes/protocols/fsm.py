@@ -137,7 +137,7 @@ def combined_mermaid(tables: Sequence[tuple[str, Table]]) -> str:
     lines = ["stateDiagram-v2"]
     for role, table in tables:
         prefix = f"{role[:1]}_"
-        lines.append(f'    state "{role}" as {role} {{')
+        lines.append(f"    state {role} {{")
         lines.append(to_mermaid(table, prefix=prefix, header=False, indent="        ").rstrip("\n"))
         lines.append("    }")
     return "\n".join(lines) + "\n"

@@ -63,22 +63,23 @@ class KV:
     def answered(self, op: dict[str, Any]) -> dict[str, Any] | None:
         """The remembered result of a retried op, or None if it was never applied."""
         key = dedup_key(op)
-        if key is None:
-            return None
-        client, seq = key
+        return None if key is None else self._lookup(*key)
+
+    def _lookup(self, client: str, seq: int) -> dict[str, Any] | None:
         if seq < self.floor.get(client, -1 << 62):
             return EXPIRED
         return self.sessions.get(client, {}).get(seq)
 
     def apply(self, op: dict[str, Any]) -> dict[str, Any]:
         """Apply one op (a retry is answered from the table) and return its result."""
-        seen = self.answered(op)
+        key = dedup_key(op)
+        if key is None:
+            return self._execute(op)
+        seen = self._lookup(*key)
         if seen is not None:
             return seen
         result = self._execute(op)
-        key = dedup_key(op)
-        if key is not None:
-            self._remember(key[0], key[1], result)
+        self._remember(key[0], key[1], result)
         return result
 
     def _execute(self, op: dict[str, Any]) -> dict[str, Any]:

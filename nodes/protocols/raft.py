@@ -18,7 +18,10 @@ What it implements (see docs/raft.md for the long form):
   this happens without waiting for a client.
 * Durable ``hard`` state (term, vote, commit index: etcd's HardState) with
   ``storage.put`` and the log with ``storage.log_append``/``log_truncate``:
-  an append writes only the new entries.
+  an append writes only the new entries. Term and vote are written before
+  the handler that changed them sends anything; a changed commit index rides
+  along with the next write (or a leader's heartbeat), as etcd syncs
+  HardState only with entries, term or vote.
 * A key-value state machine (``kv.py``) with exactly-once (client, seq)
   dedup. Reads go through the log like writes: a read is answered when its
   own entry is applied, which proves the leader still led when the entry
@@ -223,6 +226,7 @@ class Raft(Core):
         self.log: list[list[Any]] = [[0, None]]
         self.hashes: list[str] = [""]
         self.commit = 0
+        self.commit_dirty = False                   # commit index changed since `hard` was written
         self.applied = 0
         self.kv = kv.KV()
         self.votes: set[str] = set()
@@ -252,6 +256,17 @@ class Raft(Core):
     def _persist_hard(self) -> None:
         vote = None if self._bug_forget_vote else self.vote
         self.ctx.storage.put(HARD, {"term": self.term, "vote": vote, "commit": self.commit})
+        self.commit_dirty = False
+
+    def _persist_commit_lazily(self) -> None:
+        """Write a changed commit index along with a write that must happen anyway.
+
+        Like etcd, which syncs HardState only when entries, term or vote change: the commit
+        index is safe to lose (a restarted node learns it again), so it never costs an fsync
+        of its own on the path of a client's answer.
+        """
+        if self.commit_dirty:
+            self._persist_hard()
 
     def _append(self, entries: list[list[Any]]) -> None:
         # Entries are never mutated, so the log may share them with the message they came in.
@@ -269,6 +284,7 @@ class Raft(Core):
             # Only a bug (no_consistency_check) cuts committed entries; follow it through
             # so the checkers see what it does instead of the core crashing.
             self.commit = self.applied = keep
+            self.commit_dirty = True
         del self.log[keep + 1:]
         del self.hashes[keep + 1:]
         self.ctx.storage.log_truncate(LOG, keep)
@@ -412,9 +428,11 @@ class Raft(Core):
             self.ctx.reply(client, done)
             return
         self._append([[self.term, encode_command(op)]])
-        self.pending[self.last_index] = client
+        self._persist_commit_lazily()
+        self.pending[len(self.log) - 1] = client
         self.broadcast_append()
-        self.maybe_commit()
+        if not self.peers:
+            self.maybe_commit()
 
     def status(self) -> dict[str, Any]:
         return {"role": self.role, "term": self.term, "leader": self.leader,
@@ -456,6 +474,7 @@ class Raft(Core):
 
     def _tick_leader(self, name: str) -> None:
         if name == TIMER_HEARTBEAT:
+            self._persist_commit_lazily()      # at most one commit-only write a heartbeat
             self.broadcast_heartbeat()
             self.ctx.set_timer(TIMER_HEARTBEAT, self.config.heartbeat)
         elif name == TIMER_QUORUM:
@@ -524,7 +543,7 @@ class Raft(Core):
         pr = self.progress[peer]
         if pr.paused if pr.probing else pr.inflight >= MAX_INFLIGHT:
             return
-        if pr.next <= self.last_index:
+        if pr.next < len(self.log):
             self.send_append(peer)
 
     def send_append(self, peer: str) -> None:
@@ -553,7 +572,8 @@ class Raft(Core):
                 pr.next = index + 1
             if index > pr.match:
                 pr.match = index
-                self.maybe_commit()
+                if index > self.commit:
+                    self.maybe_commit()
             self.maybe_send_append(src)
             return
         prev = body["prev_index"]
@@ -609,7 +629,7 @@ class Raft(Core):
         i, n, log = 0, len(entries), self.log
         while i < n:
             index = at + 1 + i
-            if index > self.last_index:
+            if index >= len(log):
                 break
             if log[index][0] != entries[i][0]:
                 self._truncate(index - 1)
@@ -620,6 +640,8 @@ class Raft(Core):
         match = at + n
         if body["commit"] > self.commit and match > self.commit:
             self.commit_to(min(body["commit"], match))
+        if i < n:
+            self._persist_commit_lazily()      # this handler writes the log anyway
         self._send_append_response(src, True, match, None, prev)
 
     def _send_append_response(self, dst: str, success: bool, index: int,
@@ -633,7 +655,7 @@ class Raft(Core):
         for i in range(self.commit + 1, index + 1):
             trace("commit", data={"index": i, "term": log[i][0], "hash": hashes[i]})
         self.commit = index
-        self._persist_hard()
+        self.commit_dirty = True
         self._apply_committed()
 
     def _apply_committed(self, replay: bool = False) -> None:

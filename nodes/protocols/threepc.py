@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nodes.protocols.core import ConfigValueError
 from nodes.protocols.fsm import Table
 from nodes.protocols.twopc import (
     ABORTED,
@@ -65,6 +66,15 @@ class ThreePCTunables(BankTunables):
                                     "waits for the elected one's decision). Must exceed a round trip")
     ask_interval: float = _f(0.5, "s", "a participant that restarted undecided asks the coordinator "
                              "and its peers for the outcome this often")
+
+    def __post_init__(self) -> None:
+        # Termination is safe only if a participant never gives up on a coordinator that is
+        # still collecting votes: its PreCommit could then reach some participants and not others.
+        if self.ready_timeout <= self.vote_timeout:
+            raise ConfigValueError("ready_timeout", f"must be longer than vote_timeout "
+                                   f"({self.ready_timeout:g}s <= {self.vote_timeout:g}s)")
+        if self.termination_timeout <= 0:
+            raise ConfigValueError("termination_timeout", "must be above 0")
 
 
 COORDINATOR_TABLE = Table("3pc coordinator", INIT, [
