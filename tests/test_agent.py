@@ -40,7 +40,7 @@ def lab(tmp_path, monkeypatch):
 def call(b, node, op, timeout=3.0):
     box = []
     b.submit(node, op, box.append)
-    assert b.wait_for(lambda: bool(box), timeout), f"{node} did not answer {op}"
+    assert b.wait_for(lambda: bool(box), timeout), f"{node} did not answer {op}: {b.agent_status(node)}"
     return box[0]
 
 

@@ -537,6 +537,27 @@ def test_pre_vote_keeps_a_partitioned_node_from_raising_its_term() -> None:
         assert net.verdicts() == HOLDS_ALL
 
 
+def test_a_pre_vote_changes_neither_term_nor_vote_of_whoever_answers() -> None:
+    net = Net(3, config={"pre_vote": True})
+    net.fire("n1", "election")
+    assert net.core("n1").role == PRE_CANDIDATE and net.core("n1").term == 0
+    net.step()                                       # n1's pre-vote request reaches n2
+    n2 = net.core("n2")
+    assert (n2.term, n2.vote) == (0, None)
+    assert net.storage["n2"].get("hard") is None     # nothing was written either
+    net.deliver_all()
+    assert net.core("n1").role == LEADER and net.core("n1").term == 1   # then one real election
+
+
+def test_status_reports_role_term_leader_commit_and_last_index() -> None:
+    net = Net(3)
+    net.elect("n2")
+    net.heartbeat("n2")
+    assert net.core("n1").status() == {"role": FOLLOWER, "term": 1, "leader": "n2", "commit": 1,
+                                       "last_index": 1}
+    assert net.core("n2").status()["role"] == LEADER
+
+
 def test_pre_vote_still_elects_after_the_leader_dies() -> None:
     net = Net(3, seed=2, config={"pre_vote": True})
     old = settle(net)
