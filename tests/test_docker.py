@@ -347,3 +347,56 @@ def test_unit_probe_script_and_parse() -> None:
     for cap in ("netem", "htb", "tbf", "iptables"):
         assert f"echo {cap}=1" in script
     assert parse_probe("netem=0\nhtb=1\ntbf=1\niptables=1\n") == nf.Caps(False, True, True, True)
+
+
+@docker
+def test_down_all_cleans_up_after_a_sigkilled_orchestrator(zlab_image, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from lab.backends.docker import down_all
+    lab = f"dk-orphan-{os.getpid()}"
+    code = (f"import sys, time; from lab.backends.docker import DockerBackend; "
+            f"from lab.scenario import Scenario, NodeSpec; "
+            f"b = DockerBackend(Scenario(name='o', protocol='register', nodes=[NodeSpec('n1'), NodeSpec('n2')]), "
+            f"1, {str(tmp_path)!r}, lab={lab!r}, image={zlab_image!r}); b.start(); "
+            f"b.set_cuts(frozenset({{('n1', 'n2')}})); print('up', flush=True); time.sleep(60)")
+    env = {**os.environ, "ZLAB_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        client = docker_client()
+        left = list_labelled(client, lab)
+        assert len(left["containers"]) == 2 and left["networks"] == [lab] and len(left["volumes"]) == 2
+        removed = down_all(lab, client=client)
+        assert sorted(removed["containers"]) == sorted(left["containers"])
+        assert list_labelled(client, lab) == {"containers": [], "networks": [], "volumes": []}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        down_all(lab)
+
+
+def test_unit_docker_marker_skips_or_fails_when_no_engine(monkeypatch):
+    from lab import pytest_plugin
+    monkeypatch.setattr(pytest_plugin, "_engine_reason", ["no Docker engine answers: refused"])
+    monkeypatch.delenv("ZLAB_REQUIRE_DOCKER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="refused"):
+        pytest_plugin.require_docker()
+    monkeypatch.setenv("ZLAB_REQUIRE_DOCKER", "1")
+    with pytest.raises(pytest.fail.Exception, match="ZLAB_REQUIRE_DOCKER=1"):
+        pytest_plugin.require_docker()
+    monkeypatch.setattr(pytest_plugin, "_engine_reason", [None])
+    pytest_plugin.require_docker()                     # an engine answers: nothing happens
+
+
+def test_unit_lab_names_are_unique_per_worker(monkeypatch):
+    from lab.pytest_plugin import unique_lab_name
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw3")
+    a, b = unique_lab_name("raft 5/x"), unique_lab_name("raft 5/x")
+    assert a != b and a.startswith("raft-5-x-gw3-")
