@@ -9,6 +9,7 @@ dependency, ``docker import``-ed once by ``images/build-base.sh`` and reused.
 
     python -m lab.image build [--force]   # build (or reuse) and print the tag
     python -m lab.image tag               # the tag the sources give, nothing built
+    python -m lab.image prune             # remove node images of older sources
 """
 
 from __future__ import annotations
@@ -206,17 +207,41 @@ def ensure_image(client: Any | None = None, log: Log = _say, force: bool = False
     return tag
 
 
+def prune(client: Any, keep: str, log: Log = _say) -> list[str]:
+    """Remove ``zlab-node`` images other than ``keep``. Never automatic: another session may
+    still be about to start labs from an older tag. Images in use by a container stay."""
+    import docker.errors
+
+    removed = []
+    for img in client.images.list(name=NODE_REPO):
+        for tag in img.tags:
+            if tag == keep:
+                continue
+            try:
+                client.images.remove(tag)
+                removed.append(tag)
+            except docker.errors.APIError as e:
+                log(f"kept {tag}: {e.explanation or e}")
+    log(f"removed {len(removed)} older node image(s)")
+    return removed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.image", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build the node image unless it is present; print its tag")
     b.add_argument("--force", action="store_true", help="rebuild the base and node images")
     sub.add_parser("tag", help="print the tag the sources give, build nothing")
+    sub.add_parser("prune", help="remove node images built from other sources (not in use)")
     args = parser.parse_args(argv)
     if args.cmd == "tag":
         print(node_tag())
         return 0
     try:
+        if args.cmd == "prune":
+            from lab.backends.docker import docker_client
+            prune(docker_client(), node_tag())
+            return 0
         print(ensure_image(force=args.force))
     except BackendError as e:
         print(f"zlab image: {e}", file=sys.stderr)

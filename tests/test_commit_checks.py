@@ -1,7 +1,9 @@
-"""The atomic-commitment checkers on hand-made traces and final reads."""
+"""The atomic-commitment checkers on hand-made traces and final reads, and the transfer
+workload that produces those reads."""
 
 from __future__ import annotations
 
+from random import Random
 from typing import Any
 
 import pytest
@@ -16,6 +18,9 @@ from lab.checks.commit import (
     nonblocking,
 )
 from lab.checks.registry import all_checks
+from lab.errors import ConfigError
+from lab.scenario import NodeSpec, Scenario, WorkloadSpec
+from lab.workloads.transfer import TransferWorkload
 
 
 def st(ts: float, node: str, txn: str, state: str, role: str = "participant") -> dict[str, Any]:
@@ -160,3 +165,51 @@ def test_fields_at_the_top_level_are_read_too() -> None:
     assert atomicity(run(flat)).verdict == VIOLATED
     bank = [{k: v for k, v in e.items() if k != "data"} | e["data"] for e in BANK]
     assert conservation(run(bank, {"balances": {"0": 1}, "missing": []})).data["initial"] == 300
+
+
+# -- the transfer workload ------------------------------------------------------------------------
+
+def _workload(params: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+              protocol: str = "twopc") -> TransferWorkload:
+    s = Scenario(name="t", protocol=protocol,
+                 nodes=[NodeSpec("coord", role="coordinator"), NodeSpec("p1", role="participant"),
+                        NodeSpec("p2", role="participant")],
+                 config=config or {}, workload=WorkloadSpec(kind="transfer", params=params or {}))
+    return TransferWorkload(s.workload, s, Random(3))
+
+
+def test_workload_takes_the_bank_from_the_protocol_config() -> None:
+    w = _workload(config={"accounts": 4, "initial_balance": 50})
+    assert (w.accounts, w.initial_balance) == (4, 50)
+    ops = [w.next_op(0) for _ in range(200)]
+    assert all(op["f"] == "transfer" and op["from"] != op["to"] and 1 <= op["amount"] <= 20 for op in ops)
+    assert {op["from"] for op in ops} == {0, 1, 2, 3}
+
+
+def test_workload_abort_probability_asks_for_more_than_the_bank() -> None:
+    w = _workload({"abort_probability": "50%"}, {"accounts": 4, "initial_balance": 50})
+    amounts = [w.next_op(0)["amount"] for _ in range(400)]
+    assert 150 < sum(a > 200 for a in amounts) < 250
+
+
+@pytest.mark.parametrize("params,field", [({"accounts": 7}, "accounts"), ({"amount": [5, 1]}, "amount"),
+                                          ({"abort_probability": 2}, "abort_probability"),
+                                          ({"keys": 3}, "keys")])
+def test_workload_refuses_bad_params(params: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        _workload(params)
+    assert e.value.field == f"workload.{field}"
+
+
+def test_workload_refuses_a_protocol_without_a_bank() -> None:
+    with pytest.raises(ConfigError, match="no bank"):
+        _workload(protocol="register")
+
+
+def test_workload_final_reads_every_participant() -> None:
+    w = _workload()
+    assert w.final_ops() == [("p1", {"f": "balances"}), ("p2", {"f": "balances"})]
+    final = w.record_final([{"type": "ok", "value": {"0": 90, "2": 100}}, {"type": "info"}])
+    assert final["balances"] == {"0": 90, "2": 100} and final["missing"] == ["p2"]
+    assert final["initial_total"] == 600
+    assert conservation(run([], final)).verdict == UNKNOWN

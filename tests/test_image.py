@@ -146,3 +146,27 @@ def test_built_image_has_nodes_deps_and_net_tools_but_not_lab(zlab_image: str) -
     out = docker_client().containers.run(zlab_image, entrypoint=["python3", "-c", script], remove=True,
                                          labels={"zlab.owner": "test-image"})
     assert out.decode().strip() == "ok"
+
+
+def test_prune_keeps_the_current_tag_and_images_in_use() -> None:
+    class Img:
+        def __init__(self, *tags: str) -> None:
+            self.tags = list(tags)
+
+    class Images:
+        removed: list[str] = []
+
+        def list(self, name: str) -> list[Img]:
+            assert name == image.NODE_REPO
+            return [Img("zlab-node:new"), Img("zlab-node:old"), Img("zlab-node:busy")]
+
+        def remove(self, tag: str) -> None:
+            if tag == "zlab-node:busy":
+                raise docker.errors.APIError("conflict: in use by a container")
+            self.removed.append(tag)
+
+    client = FakeClient()
+    client.images = Images()  # type: ignore[assignment]
+    said: list[str] = []
+    assert image.prune(client, "zlab-node:new", said.append) == ["zlab-node:old"]
+    assert any("kept zlab-node:busy" in s for s in said)

@@ -156,7 +156,6 @@ class ThreePC(CommitCore):
     """Three-phase commit with Skeen's termination protocol; see docs/threepc.md."""
 
     name = "threepc"
-    protocol_label = "3PC"
     message_types = frozenset({"can_commit", "yes", "no", "pre_commit", "ack", "do_commit", "abort",
                                "state_req", "decision_req", "state"})
     tunables = ThreePCTunables

@@ -183,7 +183,6 @@ class CommitCore(Core):
 
     coordinator_table: ClassVar[Table]
     participant_table: ClassVar[Table]
-    protocol_label: ClassVar[str] = ""
     # participant states that hold locks without knowing the outcome
     undecided: ClassVar[frozenset[str]] = frozenset()
     default_checks = ("atomicity", "conservation", "no_commit_after_abort", "nonblocking")
@@ -450,7 +449,6 @@ class TwoPC(CommitCore):
     """Two-phase commit; see the module docstring and docs/twopc.md."""
 
     name = "twopc"
-    protocol_label = "2PC"
     message_types = frozenset({"prepare", "vote_commit", "vote_abort", "global_commit",
                                "global_abort", "ack", "decision_req"})
     tunables = TwoPCTunables
