@@ -55,6 +55,7 @@ MAX_PENDING_CLIENTS = 100_000
 PARENT_CHECK = 1.0         # s between checks that the orchestrator still lives (when asked to)
 
 _T_CORE, _T_SEND, _T_WATCH = 0, 1, 2
+_LINK_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 
 
 class AgentContext:
@@ -170,12 +171,17 @@ class Agent:
         self.router = self._sock(zmq.ROUTER, PEER_HWM)
         self.router.bind(spec["bind"])
         self.dealers: dict[str, zmq.Socket] = {}
+        # A monitor per DEALER tells which peers are connected: with IMMEDIATE a send to a peer
+        # that is not is dropped, so the orchestrator waits until every link is up (hello).
+        self.monitors: dict[zmq.Socket, str] = {}
+        self.connected: set[str] = set()
         for name, endpoint in spec["peers"].items():
             d = self._sock(zmq.DEALER, PEER_HWM)
             d.setsockopt(zmq.IMMEDIATE, 1)
             d.setsockopt(zmq.RECONNECT_IVL, 50)
             d.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
             d.setsockopt(zmq.SNDTIMEO, 0)
+            self.monitors[d.get_monitor_socket(_LINK_EVENTS)] = name
             d.connect(endpoint)
             self.dealers[name] = d
         # Signals wake the poller through this pair, so SIGTERM is handled at once, between handlers.
@@ -183,7 +189,7 @@ class Agent:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.poller = zmq.Poller()
-        for s in (self.router, self.ctl, self.zap):
+        for s in (self.router, self.ctl, self.zap, *self.monitors):
             self.poller.register(s, zmq.POLLIN)
         self.poller.register(self._wake_r.fileno(), zmq.POLLIN)
 
@@ -276,6 +282,8 @@ class Agent:
                 self._drain_control()
             elif s is self.zap:
                 self._drain_zap()
+            elif s in self.monitors:
+                self._link_event(s)
             else:
                 try:
                     self._wake_r.recv(64)
@@ -355,6 +363,20 @@ class Agent:
             self.tracer.message("recv", ts, self.lc, env.id, env.type, env.src)
             self._guard("message", self.core.handle_message, env.src, env.type, env.body)
 
+    def _link_event(self, mon: zmq.Socket) -> None:
+        peer = self.monitors[mon]
+        for _ in range(BATCH):
+            try:
+                frames = mon.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            # Monitor frame 1: event id (u16) and value (u32), native byte order.
+            event = int.from_bytes(frames[0][:2], sys.byteorder)
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.connected.add(peer)
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.connected.discard(peer)
+
     def _drain_zap(self) -> None:
         # ZAP (RFC 27): [version, request id, domain, address, identity, mechanism, credentials...]
         for _ in range(BATCH):
@@ -412,10 +434,11 @@ class Agent:
             return None
         if op == "hello":
             return {"node": self.node, "protocol": self.core_cls.name, "pid": os.getpid(),
-                    "boot": self.boot, "lab": self.lab}
+                    "boot": self.boot, "lab": self.lab, "connected": sorted(self.connected)}
         if op == "status":
             return {"node": self.node, "core": self.core.status(), "lc": self.lc,
-                    "now": self.ctx.now(), "counters": self.stats(), "rules": self.shim.rules()}
+                    "now": self.ctx.now(), "counters": self.stats(), "rules": self.shim.rules(),
+                    "connected": sorted(self.connected)}
         if op == "set_rules":
             self.shim.set_rules(msg)
             self.tracer.event("log", time.time() - self.t0, self.lc,
@@ -484,7 +507,9 @@ class Agent:
             self.storage.close()
             self.tracer.event("log", time.time() - self.t0, self.lc, data={"msg": "stopped"})
             self.tracer.close()
-            for s in (self.router, self.ctl, self.zap, *self.dealers.values()):
+            for d in self.dealers.values():
+                d.disable_monitor()
+            for s in (self.router, self.ctl, self.zap, *self.monitors, *self.dealers.values()):
                 s.close(0)
             signal.set_wakeup_fd(-1)
             self._wake_r.close()

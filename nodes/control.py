@@ -11,9 +11,10 @@ or partitioned node simply does not answer and the caller times out).
 =============  =====================================  ======================================
 op             request fields                         answer fields
 =============  =====================================  ======================================
-hello          --                                     node, protocol, pid, boot, lab
+hello          --                                     node, protocol, pid, boot, lab,
+                                                      connected (peers whose link is up)
 status         --                                     node, core (the core's status()),
-                                                      counters, rules, lc, now
+                                                      counters, rules, lc, now, connected
 submit         req (the client op dict)               result (ok / fail / info dict)
 set_rules      cut_out, cut_in, links, reset          rules (as now in force)
 read_file      name (trace / log), offset, max        data (bytes), offset (next), size

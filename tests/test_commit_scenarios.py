@@ -244,3 +244,29 @@ def test_fault_topology_claims_do_not_hang_on_the_seed(name: str) -> None:
     for seed in range(2, 12):
         verdicts = simulate(s, seed)
         assert {c: verdicts[c].verdict for c in s.checks} == want, seed
+
+
+def _lossy(protocol: str, seed: int) -> dict[str, Verdict]:
+    fast_2pc = {"vote_timeout": "100ms", "resend_interval": "100ms", "decision_timeout": "100ms"}
+    s = scenario(protocol, clients=3, duration=2.5, abort=0.1,
+                 config=FAST_3PC if protocol == "threepc" else fast_2pc)
+    s.network = NetworkSpec(LinkParams(delay=0.002, jitter=0.002, loss=0.05))
+    s.faults = random_crashes(seed, s.node_names, 2.5)
+    return simulate(s, seed)
+
+
+@pytest.mark.sim
+def test_2pc_stays_atomic_when_messages_are_lost() -> None:
+    """2PC never decides from silence, so loss only slows it down."""
+    for seed in range(40):
+        verdicts = _lossy("twopc", seed)
+        assert [verdicts[c].verdict for c in ("atomicity", "conservation")] == [HOLDS, HOLDS], seed
+
+
+@pytest.mark.sim
+def test_3pc_splits_when_messages_are_lost() -> None:
+    """3PC reads silence as a crash: a lost PreCommit is a partition of one message."""
+    for seed in range(40):
+        if _lossy("threepc", seed)["atomicity"].verdict == VIOLATED:
+            return
+    pytest.fail("3PC kept atomicity under 5% loss for 40 seeds")

@@ -213,27 +213,45 @@ class AgentBackend(Backend):
             self._poller.register(c.socket, zmq.POLLIN)
 
     def _wait_ready(self, nodes: list[str], timeout: float = READY_TIMEOUT) -> dict[str, dict[str, Any]]:
-        """Every node answers hello (with this lab's name) within ``timeout``, or BackendError."""
+        """Every node in ``nodes`` answers hello for this lab, and every running node has its links
+        to every other running node up (agents drop what they send on a link that is not), all
+        within ``timeout``; else BackendError."""
         answers: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + timeout
         asked: dict[str, float] = {}
-        while len(answers) < len(nodes):
+        live = [n for n in self.names if n not in self.down and n not in self.paused]
+        check = list(dict.fromkeys([*nodes, *live]))
+        expected = set(live)
+
+        def ready(n: str) -> bool:
+            a = answers.get(n)
+            return a is not None and (n not in expected or expected <= set(a.get("connected", ())))
+
+        def answered(n: str, a: dict[str, Any]) -> None:
+            answers[n] = a
+            asked.pop(n, None)
+
+        deadline = time.monotonic() + timeout
+        while not all(ready(n) for n in check):
             now = time.monotonic()
             if now >= deadline:
-                missing = ", ".join(n for n in nodes if n not in answers)
-                raise BackendError(f"lab {self.lab}: {missing} did not answer within {timeout:g}s"
-                                   f"{self._startup_hint(nodes)}")
+                missing = [n for n in nodes if n not in answers]
+                if missing:
+                    raise BackendError(f"lab {self.lab}: {', '.join(missing)} did not answer within "
+                                       f"{timeout:g}s{self._startup_hint(missing)}")
+                links = "; ".join(f"{n} -> {','.join(sorted(expected - set(answers[n].get('connected', ()))))}"
+                                  for n in check if not ready(n))
+                raise BackendError(f"lab {self.lab}: links not up within {timeout:g}s: {links}")
             self._check_alive(nodes)
-            for n in nodes:
-                # Re-ask every 0.5 s: a hello sent before the Curve handshake finished is not delivered.
-                if n not in answers and now - asked.get(n, -1.0) > 0.5:
-                    if self.clients[n].request("hello", lambda a, n=n: answers.__setitem__(n, a)) is not None:
+            for n in check:
+                # One hello in flight per node; ask again after 0.5 s in case one was lost.
+                if not ready(n) and now - asked.get(n, -1.0) > (0.5 if n in asked else 0.05):
+                    if self.clients[n].request("hello", lambda a, n=n: answered(n, a)) is not None:
                         asked[n] = now
             self._pump(min(deadline, time.monotonic() + 0.05))
-        for n, a in answers.items():
-            if a.get("lab") != self.lab:
-                raise BackendError(f"{n} answered for lab {a.get('lab')!r}, not {self.lab!r}: "
-                                   "another lab holds its address")
+            for n, a in answers.items():
+                if a.get("lab") != self.lab:
+                    raise BackendError(f"{n} answered for lab {a.get('lab')!r}, not {self.lab!r}: "
+                                       "another lab holds its address")
         return answers
 
     def _check_alive(self, nodes: list[str]) -> None:
