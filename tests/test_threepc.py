@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from test_twopc import FakeCtx, make
 
+from nodes.protocols.commit import Txn
 from nodes.protocols.fsm import Transition
 from nodes.protocols.threepc import COORDINATOR_TABLE, PARTICIPANT_TABLE, ThreePC
-from nodes.protocols.twopc import Txn
 
 NODES3 = {"coord": {"role": "coordinator"}, "p1": {"role": "participant"},
           "p2": {"role": "participant"}, "p3": {"role": "participant"}}

@@ -11,18 +11,10 @@ from typing import Any
 
 import pytest
 
+from nodes.protocols.commit import Bank, Txn, owner, roles, split_transfer
 from nodes.protocols.core import build_config
 from nodes.protocols.fsm import Transition
-from nodes.protocols.twopc import (
-    COORDINATOR_TABLE,
-    PARTICIPANT_TABLE,
-    Bank,
-    TwoPC,
-    Txn,
-    owner,
-    roles,
-    split_transfer,
-)
+from nodes.protocols.twopc import COORDINATOR_TABLE, PARTICIPANT_TABLE, TwoPC
 from nodes.storage import MemoryStorage
 
 NODES = {"coord": {"role": "coordinator"}, "p1": {"role": "participant"},

@@ -28,8 +28,8 @@ from lab.errors import ConfigError
 from lab.scenario import Scenario, WorkloadSpec
 from lab.workloads import Workload
 from nodes.protocols import get as get_protocol
+from nodes.protocols.commit import roles
 from nodes.protocols.core import ConfigValueError, build_config
-from nodes.protocols.twopc import roles
 
 
 class TransferWorkload(Workload):

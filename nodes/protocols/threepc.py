@@ -32,9 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nodes.protocols.core import ConfigValueError
-from nodes.protocols.fsm import Table
-from nodes.protocols.twopc import (
+from nodes.protocols.commit import (
     ABORTED,
     COMMITTED,
     COORDINATOR,
@@ -42,29 +40,31 @@ from nodes.protocols.twopc import (
     BankTunables,
     CommitCore,
     Txn,
-    _f,
+    tunable,
 )
+from nodes.protocols.core import ConfigValueError
+from nodes.protocols.fsm import Table
 
 READY, PRECOMMITTED = "ready", "precommitted"
 
 
 @dataclass(frozen=True)
 class ThreePCTunables(BankTunables):
-    vote_timeout: float = _f(0.5, "s", "coordinator: how long it waits for every CanCommit answer "
+    vote_timeout: float = tunable(0.5, "s", "coordinator: how long it waits for every CanCommit answer "
                              "before it aborts. Must stay well below ready_timeout, or a participant "
                              "may give up on a coordinator that is about to send PreCommit")
-    ack_timeout: float = _f(0.5, "s", "coordinator: how long it waits for PreCommit acks before it "
+    ack_timeout: float = tunable(0.5, "s", "coordinator: how long it waits for PreCommit acks before it "
                             "commits anyway (every vote was YES)")
-    ready_timeout: float = _f(1.0, "s", "participant: how long it waits, having voted YES, for "
+    ready_timeout: float = tunable(1.0, "s", "participant: how long it waits, having voted YES, for "
                               "PreCommit or Abort before it starts the termination protocol. Shorter "
                               "unblocks sooner after a coordinator crash; too short terminates "
                               "transactions a slow coordinator would have finished")
-    precommit_timeout: float = _f(1.0, "s", "participant: how long it waits in precommitted for "
+    precommit_timeout: float = tunable(1.0, "s", "participant: how long it waits in precommitted for "
                                   "DoCommit before it starts the termination protocol")
-    termination_timeout: float = _f(0.2, "s", "termination protocol: how long a round collects peer "
+    termination_timeout: float = tunable(0.2, "s", "termination protocol: how long a round collects peer "
                                     "states (and, for a non-elected participant, half the time it "
                                     "waits for the elected one's decision). Must exceed a round trip")
-    ask_interval: float = _f(0.5, "s", "a participant that restarted undecided asks the coordinator "
+    ask_interval: float = tunable(0.5, "s", "a participant that restarted undecided asks the coordinator "
                              "and its peers for the outcome this often")
 
     def __post_init__(self) -> None:
