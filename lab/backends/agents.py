@@ -220,11 +220,13 @@ class AgentBackend(Backend):
         asked: dict[str, float] = {}
         live = [n for n in self.names if n not in self.down and n not in self.paused]
         check = list(dict.fromkeys([*nodes, *live]))
-        expected = set(live)
+        # A link cut in either direction may never connect (kernel partitions drop the handshake).
+        expected = {n: {m for m in live if (n, m) not in self.cuts and (m, n) not in self.cuts}
+                    for n in live}
 
         def ready(n: str) -> bool:
             a = answers.get(n)
-            return a is not None and (n not in expected or expected <= set(a.get("connected", ())))
+            return a is not None and (n not in expected or expected[n] <= set(a.get("connected", ())))
 
         def answered(n: str, a: dict[str, Any]) -> None:
             answers[n] = a
@@ -238,7 +240,7 @@ class AgentBackend(Backend):
                 if missing:
                     raise BackendError(f"lab {self.lab}: {', '.join(missing)} did not answer within "
                                        f"{timeout:g}s{self._startup_hint(missing)}")
-                links = "; ".join(f"{n} -> {','.join(sorted(expected - set(answers[n].get('connected', ()))))}"
+                links = "; ".join(f"{n} -> {','.join(sorted(expected[n] - set(answers[n].get('connected', ()))))}"
                                   for n in check if not ready(n))
                 raise BackendError(f"lab {self.lab}: links not up within {timeout:g}s: {links}")
             self._check_alive(nodes)
