@@ -44,7 +44,7 @@ from nodes.filestorage import FileStorage
 from nodes.protocols import get as get_protocol
 from nodes.protocols.core import Core, build_config
 from nodes.shim import Shim
-from nodes.tracelog import TraceWriter, last_lc
+from nodes.tracelog import TraceWriter, core_fields, last_lc
 
 log = logging.getLogger("zlab.agent")
 
@@ -85,7 +85,7 @@ class AgentContext:
 
     def trace(self, ev: str, **fields: Any) -> None:
         a = self._agent
-        a.tracer.event(ev, time.time() - a.t0, a.lc, **fields)
+        a.tracer.event(ev, time.time() - a.t0, a.lc, **core_fields(fields))
 
 
 def load_keys(spec: dict[str, Any]) -> tuple[bytes, bytes, bytes]:

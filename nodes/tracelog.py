@@ -23,6 +23,29 @@ _PER_MESSAGE = frozenset({"send", "recv", "timer", "request", "reply"})
 _encode = json.JSONEncoder(sort_keys=True, default=str).encode
 
 
+TOP_LEVEL = frozenset({"mid", "type", "peer"})
+
+
+def core_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """A core's ``ctx.trace(ev, **fields)`` as event keys: ``mid``/``type``/``peer`` stay at
+    the top, everything else goes under ``data`` (a core may also pass ``data={...}``).
+    Shared by the agent and the simulator so both runtimes write the same events."""
+    if "data" in fields:
+        fields = {**fields.pop("data"), **fields}
+    if TOP_LEVEL.isdisjoint(fields):
+        return {"data": fields} if fields else {}
+    out: dict[str, Any] = {}
+    data = {}
+    for key, value in fields.items():
+        if key in TOP_LEVEL:
+            out[key] = value
+        else:
+            data[key] = value
+    if data:
+        out["data"] = data
+    return out
+
+
 class TraceWriter:
     def __init__(self, path: str, node: str, *, level: str = "all") -> None:
         if level not in LEVELS:

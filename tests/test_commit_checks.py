@@ -159,14 +159,6 @@ def test_nonblocking_counts_overlapping_blocks_once() -> None:
     assert make_nonblocking(2.0)(run(trace)).data["blocked_seconds"] == {"p1": 5.0}
 
 
-def test_fields_at_the_top_level_are_read_too() -> None:
-    """A runtime that writes the core's fields beside ``ev`` instead of under ``data``."""
-    flat = [{k: v for k, v in e.items() if k != "data"} | e["data"] for e in SPLIT]
-    assert atomicity(run(flat)).verdict == VIOLATED
-    bank = [{k: v for k, v in e.items() if k != "data"} | e["data"] for e in BANK]
-    assert conservation(run(bank, {"balances": {"0": 1}, "missing": []})).data["initial"] == 300
-
-
 # -- the transfer workload ------------------------------------------------------------------------
 
 def _workload(params: dict[str, Any] | None = None, config: dict[str, Any] | None = None,

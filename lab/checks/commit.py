@@ -58,10 +58,9 @@ class _Txn:
 
 
 def fields(ev: dict[str, Any]) -> dict[str, Any]:
-    """An event's payload: its ``data`` (docs/trace.md), or its top level where a runtime
-    wrote the core's fields there."""
+    """An event's payload: its ``data`` (docs/trace.md)."""
     d = ev.get("data")
-    return d if isinstance(d, dict) else ev
+    return d if isinstance(d, dict) else {}
 
 
 def transactions(trace: list[dict[str, Any]]) -> dict[str, _Txn]:

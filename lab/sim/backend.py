@@ -36,10 +36,10 @@ from lab.sim.network import NetworkModel
 from nodes.protocols import get as get_protocol
 from nodes.protocols.core import ConfigValueError, Core, Tunables, build_config
 from nodes.storage import MemoryStorage
+from nodes.tracelog import core_fields
 
 UP, PAUSED, DOWN = "up", "paused", "down"
 _by_time_then_node = operator.itemgetter("ts", "node")
-_TOP_LEVEL = frozenset({"mid", "type", "peer"})   # trace fields that are not `data` (docs/trace.md)
 
 # Bodies cross the simulated wire as msgpack, as they do on the real one: a core
 # cannot share mutable state with a peer, and a body the wire could not carry fails here first.
@@ -300,19 +300,7 @@ class SimBackend(Backend):
     def _trace(self, slot: _Node, ev: str, fields: dict[str, Any]) -> None:
         slot.lc += 1
         event: dict[str, Any] = {"ts": round(self._now, 6), "node": slot.name, "lc": slot.lc, "ev": ev}
-        if "data" in fields:            # a core that passes data={...} itself
-            fields = {**fields.pop("data"), **fields}
-        if _TOP_LEVEL.isdisjoint(fields):
-            data = fields               # the common case: a fresh dict from **fields, all of it data
-        else:
-            data = {}
-            for key, value in fields.items():
-                if key in _TOP_LEVEL:
-                    event[key] = value
-                else:
-                    data[key] = value
-        if data:
-            event["data"] = data
+        event.update(core_fields(fields))
         self._events.append(event)
 
     def _send(self, slot: _Node, dst: str, type: str, body: dict[str, Any]) -> None:
