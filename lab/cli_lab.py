@@ -431,9 +431,26 @@ def cmd_down(args: argparse.Namespace) -> int:
         except LabError as e:
             failed += 1
             print(f"zlab: {name}: {e}", file=sys.stderr)
-    if args.all and not names:
-        print("no lab was up")
+    if args.all:
+        swept = _sweep_docker()
+        if not names and not swept:
+            print("no lab was up")
     return 3 if failed else 0
+
+
+def _sweep_docker() -> int:
+    """`down --all` also removes labelled containers, networks and volumes that no state file
+    names (an orchestrator killed with SIGKILL, a state dir deleted by hand)."""
+    from lab.backends.docker import docker_client, down_all
+    try:
+        client = docker_client()
+    except BackendError:  # no engine answers: nothing of ours can be running there
+        return 0
+    removed = down_all(client=client)
+    count = sum(len(v) for v in removed.values())
+    if count:
+        print("removed by label: " + ", ".join(f"{len(v)} {k}" for k, v in removed.items() if v))
+    return count
 
 
 def down_lab(name: str) -> None:
