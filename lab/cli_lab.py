@@ -192,6 +192,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
             print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+        for note in b.notes():       # which faults the kernel makes and which the agent shim
+            print(f"note: {note}")
     return 0
 
 

@@ -549,16 +549,16 @@ class DockerBackend(AgentBackend):
         if not self.kernel_netem:
             missing = "sch_netem" if not self.caps.netem else "htb/tbf"
             out.append(f"docker runtime: this kernel has no {missing}, so delay, jitter, loss, "
-                       "duplication and reordering were applied by each agent's fault shim "
+                       "duplication and reordering are applied by each agent's fault shim "
                        "(per message, in the agent), not by the kernel")
         else:
-            out.append("docker runtime: delay, jitter, loss, duplication and reordering were applied "
+            out.append("docker runtime: delay, jitter, loss, duplication and reordering are applied "
                        "by netem in each node's network namespace; kernel loss on the nodes' TCP "
                        "links shows up as retransmission delay, not as lost messages")
         if self.caps.iptables:
-            out.append("partitions were made with iptables DROP rules in each node's namespace")
+            out.append("partitions are made with iptables DROP rules in each node's namespace")
         else:
-            out.append("iptables is not usable here, so partitions were made by the agent shim")
+            out.append("iptables is not usable here, so partitions are made by the agent shim")
         if any(p.rate for p in self.links.values()):
             if self.caps.shaping:
                 how = "tbf, or netem's rate on links that also have delay or loss" if self.kernel_netem else "tbf"

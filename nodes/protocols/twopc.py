@@ -1,14 +1,5 @@
 """Two-phase commit over a sharded bank: the coordinator and its resource managers.
 
-Roles come from the node specs: the node with ``role: coordinator`` runs
-transactions; every ``role: participant`` node is a resource manager holding
-accounts. (A lab without roles: the first node by name coordinates, the rest
-participate.) Account ``i`` lives on participant ``i mod P``, participants
-sorted by name, so every node computes the same owner without asking. Each
-participant initialises its own accounts to ``initial_balance`` on its very
-first start (``accounts`` and ``initial_balance`` are tunables, read from the
-scenario's ``config``) and makes that durable before anything else.
-
 A transfer ``{"f": "transfer", "from": a, "to": b, "amount": n}`` goes to the
 coordinator. It sends PREPARE to the owners of ``a`` and ``b``; each votes
 VOTE-COMMIT once its redo record is durable and the accounts are locked
