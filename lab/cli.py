@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a scenario, check it, write its run directory")
     run.add_argument("scenario", help="scenario YAML file")
-    run.add_argument("--backend", default="sim", choices=["sim", "local", "docker"],
-                     help="runtime (default: sim)")
+    run.add_argument("--backend", default=None, choices=["sim", "local", "docker"],
+                     help="runtime (default: the scenario's `backend:` key, else local)")
     run.add_argument("--seed", type=int, default=None,
                      help="seed for everything the lab chooses (default: the scenario's, else random)")
     run.add_argument("--out", default=None, help="run directory (default: results/<name>-<UTC time>)")
@@ -134,7 +134,9 @@ def load(path: str) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from lab.runner import run_scenario
     scenario = load(args.scenario)
-    result = run_scenario(scenario, backend_kind=args.backend, seed=args.seed, out=args.out,
+    # DESIGN.md: local is the default runtime; a run directory's scenario.yaml names its own.
+    backend = args.backend or scenario.raw.get("backend") or "local"
+    result = run_scenario(scenario, backend_kind=backend, seed=args.seed, out=args.out,
                           progress=not args.no_progress and sys.stderr.isatty(),
                           time_limit=args.time_limit)
     return result.exit_code

@@ -47,7 +47,7 @@ def scenario_file(tmp_path: Path, extra: str = "", name: str = "s.yaml") -> Path
 
 def test_run_then_check_reproduces_the_verdicts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    assert main(["run", str(scenario_file(tmp_path)), "--seed", "3", "--out", str(out)]) == 0
+    assert main(["run", str(scenario_file(tmp_path)), "--backend", "sim", "--seed", "3", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "seed 3" in printed and f"zlab run {tmp_path / 's.yaml'} --backend sim --seed 3" in printed
     first = json.loads((out / "checks.json").read_text())
@@ -62,7 +62,7 @@ def test_run_then_check_reproduces_the_verdicts(tmp_path: Path, capsys: pytest.C
 
 def test_same_seed_gives_a_byte_identical_trace_across_processes(tmp_path: Path) -> None:
     path = scenario_file(tmp_path)
-    assert main(["run", str(path), "--seed", "8", "--out", str(tmp_path / "a")]) == 0
+    assert main(["run", str(path), "--backend", "sim", "--seed", "8", "--out", str(tmp_path / "a")]) == 0
     env = {**os.environ, "PYTHONHASHSEED": "12345"}   # string hashing differs from this process
     proc = subprocess.run([sys.executable, "-m", "lab.cli", "run", str(path), "--backend", "sim",
                            "--seed", "8", "--out", str(tmp_path / "b"), "--no-progress"],
@@ -72,13 +72,13 @@ def test_same_seed_gives_a_byte_identical_trace_across_processes(tmp_path: Path)
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     trace = (tmp_path / "a" / "trace.jsonl").read_bytes()
     assert trace.count(b'"ev":"fault"') >= 4 and b'"node":"lab"' in trace
-    assert main(["run", str(path), "--seed", "9", "--out", str(tmp_path / "c")]) == 0
+    assert main(["run", str(path), "--backend", "sim", "--seed", "9", "--out", str(tmp_path / "c")]) == 0
     assert (tmp_path / "c" / "trace.jsonl").read_bytes() != (tmp_path / "a" / "trace.jsonl").read_bytes()
 
 
 def test_expected_violation_on_a_correct_run_exits_1(tmp_path: Path) -> None:
     path = scenario_file(tmp_path, extra="expect: {linearizable: violated}")
-    assert main(["run", str(path), "--seed", "1", "--out", str(tmp_path / "r")]) == 1
+    assert main(["run", str(path), "--backend", "sim", "--seed", "1", "--out", str(tmp_path / "r")]) == 1
     checks = json.loads((tmp_path / "r" / "checks.json").read_text())
     lin = [c for c in checks["checks"] if c["check"] == "linearizable"][0]
     assert lin["expected"] == "violated" and lin["as_expected"] is False
@@ -148,13 +148,13 @@ def test_interrupt_stops_the_backend_and_exits_130(tmp_path: Path, monkeypatch: 
         real_stop(self)
     monkeypatch.setattr(SimBackend, "run_until", interrupt)
     monkeypatch.setattr(SimBackend, "stop", stop)
-    assert main(["run", str(scenario_file(tmp_path)), "--out", str(tmp_path / "r")]) == 130
+    assert main(["run", str(scenario_file(tmp_path)), "--backend", "sim", "--out", str(tmp_path / "r")]) == 130
     assert stopped == [True]
 
 
 def test_the_run_directorys_scenario_replays_the_run(tmp_path: Path) -> None:
     first = tmp_path / "first"
-    assert main(["run", str(scenario_file(tmp_path)), "--seed", "5", "--out", str(first)]) == 0
+    assert main(["run", str(scenario_file(tmp_path)), "--backend", "sim", "--seed", "5", "--out", str(first)]) == 0
     again = tmp_path / "again"
     # The resolved scenario.yaml carries its seed: no --seed needed to replay it.
     assert main(["run", str(first / "scenario.yaml"), "--out", str(again)]) == 0
@@ -164,7 +164,7 @@ def test_the_run_directorys_scenario_replays_the_run(tmp_path: Path) -> None:
 def test_check_of_a_damaged_run_directory_names_file_and_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    assert main(["run", str(scenario_file(tmp_path)), "--seed", "2", "--out", str(out)]) == 0
+    assert main(["run", str(scenario_file(tmp_path)), "--backend", "sim", "--seed", "2", "--out", str(out)]) == 0
     capsys.readouterr()
     lines = (out / "trace.jsonl").read_text().splitlines()
     lines[2] = "{not json"
@@ -173,3 +173,16 @@ def test_check_of_a_damaged_run_directory_names_file_and_line(
     assert f"zlab: {out / 'trace.jsonl'}:3: not JSON" in capsys.readouterr().err
     (out / "trace.jsonl").unlink()
     assert main(["check", str(out)]) == 3
+
+
+@pytest.mark.local
+def test_run_defaults_to_local_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DESIGN.md: `local` is the default runtime; the run directory records the one used."""
+    import yaml
+    monkeypatch.setenv("ZLAB_HOME", str(tmp_path / "home"))
+    p = tmp_path / "one.yaml"
+    p.write_text("name: one\nprotocol: register\nnodes: 2\nworkload: {kind: none}\n")
+    assert main(["run", str(p), "--out", str(tmp_path / "r")]) == 0
+    assert yaml.safe_load((tmp_path / "r" / "scenario.yaml").read_text())["backend"] == "local"
+    # each agent's own log: the nodes were processes, not simulated objects
+    assert sorted(x.name for x in (tmp_path / "r" / "nodes").glob("*.log")) == ["n1.log", "n2.log"]
