@@ -442,13 +442,14 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def _sweep_docker() -> int:
     """`down --all` also removes labelled containers, networks and volumes that no state file
-    names (an orchestrator killed with SIGKILL, a state dir deleted by hand)."""
-    from lab.backends.docker import docker_client, down_all
+    names (an orchestrator killed with SIGKILL, a state dir deleted by hand) -- only this
+    owner's (``$ZLAB_OWNER``, default ``zlab``), so a user's sweep spares test sessions' labs."""
+    from lab.backends.docker import default_owner, docker_client, down_all
     try:
         client = docker_client()
     except BackendError:  # no engine answers: nothing of ours can be running there
         return 0
-    removed = down_all(client=client)
+    removed = down_all(owner=default_owner(), client=client)
     count = sum(len(v) for v in removed.values())
     if count:
         print("removed by label: " + ", ".join(f"{len(v)} {k}" for k, v in removed.items() if v))

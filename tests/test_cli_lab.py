@@ -45,7 +45,8 @@ def zlab(tmp_path, monkeypatch, capsys):
     try:
         yield run
     finally:
-        main(["down", "--all"])
+        for name in labstate.names():    # this test's labs only: other workers' labs run beside
+            main(["down", name])
         deadline = time.monotonic() + 5
         while any(proc_state(p) not in (None, "Z") for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)

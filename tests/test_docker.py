@@ -19,6 +19,7 @@ from lab.backends.docker import (
     parse_probe,
     probe_script,
 )
+from lab.errors import BackendError
 from lab.runner import run_scenario
 from lab.scenario import LinkParams, NodeSpec, Scenario
 from lab.targets import partition_cuts
@@ -207,6 +208,11 @@ def test_tbf_rate_limit_slows_a_bulk_transfer(zlab_lab):
 @docker
 def test_restart_from_the_volume_recovers_state_and_faults(zlab_lab):
     b = zlab_lab(register(3, "dk-restart"))
+    # the first start brought the spec and keys in the environment: unpacked root-only, and the
+    # agent itself does not keep them in its environment
+    code, out = exec_in(b, "n1", "sh", "-c", "stat -c %a /etc/zlab/spec.json /etc/zlab/server.key_secret; "
+                        "tr '\\0' '\\n' < /proc/1/environ | grep -c ZLAB_FILES")
+    assert out.split() == ["600", "600", "0"], out
     assert ask(b, "n1", {"f": "write", "value": 42})["type"] == "ok"
     echo_until_ok(b, "n2", "n1")
     b.set_cuts(frozenset({("n3", "n1")}))
@@ -261,7 +267,25 @@ class FakeAPI:
         self.calls.append(("kill", name))
 
     def inspect_container(self, name: str) -> dict[str, Any]:
-        return {"State": {"Running": False, "Status": "exited"}}
+        self.calls.append(("inspect", name))
+        return {"State": {"Running": False, "Status": "exited", "ExitCode": 3}}
+
+    exited: list[str] = []          # containers the engine lists as exited
+    probe_output = b"netem=1\nhtb=1\ntbf=1\niptables=1\n"
+
+    def containers(self, all: bool = False, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        self.calls.append(("containers", repr(sorted((filters or {}).items()))))
+        return [{"Names": [f"/{n}"]} for n in self.exited]
+
+    def logs(self, name: str, tail: int = 5) -> bytes:
+        return b"boom"
+
+    def exec_create(self, name: str, cmd: list[str], **kw: Any) -> dict[str, str]:
+        self.calls.append(("exec", name))
+        return {"Id": name}
+
+    def exec_start(self, exec_id: str) -> bytes:
+        return self.probe_output
 
 
 class FakeDocker:
@@ -400,3 +424,93 @@ def test_unit_lab_names_are_unique_per_worker(monkeypatch):
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw3")
     a, b = unique_lab_name("raft 5/x"), unique_lab_name("raft 5/x")
     assert a != b and a.startswith("raft-5-x-gw3-")
+
+
+def test_unit_probe_result_fixes_the_shim_share_the_specs_assumed(fake):
+    """Specs go out before the probe answers (assuming no kernel features, so the shim would
+    delay); once netem is known to exist, the shim's share is taken back and the kernel's used."""
+    from concurrent.futures import Future
+
+    b, _, pushed = fake
+    b.caps = nf.Caps()
+    b.links[("n1", "n2")] = LinkParams(delay=0.05)
+    assert b.rules_for("n1")["links"]["n2"]["delay"] == 0.05            # what n1's spec said
+    probe: Future[nf.Caps] = Future()
+    probe.set_result(nf.Caps(netem=True, htb=True, tbf=True, iptables=True))
+    b._probe = probe
+    b._settle_caps()
+    assert b.caps.netem and b.kernel_netem
+    assert list(pushed[0]) == ["n1"] and pushed[0]["n1"]["links"] == {}   # only n1's rules changed
+
+
+def test_unit_failed_probe_is_asked_again_by_exec_in_a_running_node(fake):
+    from concurrent.futures import Future
+
+    b, _, pushed = fake
+    b.caps = nf.Caps()
+    probe: Future[nf.Caps] = Future()
+    probe.set_exception(RuntimeError("engine hiccup"))
+    b._probe, b._probe_node = probe, "n2"
+    b._settle_caps()
+    assert ("exec", "unit-n2") in b.docker.api.calls
+    assert b.caps == nf.Caps(netem=True, htb=True, tbf=True, iptables=True)
+    assert pushed == []                                 # no links: nothing to take back from the shim
+
+
+def test_unit_exited_container_is_found_by_one_listing_not_an_inspect_per_node(fake):
+    b, _, _ = fake
+    api = b.docker.api
+    b._check_alive(b.names)
+    assert [c for c, _ in api.calls] == ["containers"]                # nobody exited: one call
+    assert "zlab.lab=unit" in api.calls[0][1] and "exited" in api.calls[0][1]
+    api.calls.clear()
+    b._last_alive_check = 0.0
+    api.exited = ["unit-n2"]
+    with pytest.raises(BackendError, match=r"unit-n2 exited \(code 3\); n2 says: boom"):
+        b._check_alive(b.names)
+    assert ("inspect", "unit-n1") not in api.calls
+
+
+class FakeAgents:
+    """Clients of agents that come up at given times (a hello sent earlier waits, as ZeroMQ
+    queues it) and whose links are all up ``link_delay`` s after the last agent is."""
+
+    def __init__(self, up_at: dict[str, float], link_delay: float) -> None:
+        self.t0 = time.monotonic()
+        self.up_at, self.link_delay = up_at, link_delay
+        self.queued: list[tuple[str, Any]] = []
+        self.hellos = 0
+
+    def client(self, node: str) -> Any:
+        agents = self
+
+        class Client:
+            def request(self, op: str, callback: Any, **fields: Any) -> int:
+                agents.hellos += 1
+                agents.queued.append((node, callback))
+                return agents.hellos
+        return Client()
+
+    def pump(self, until: float) -> None:
+        time.sleep(max(0.0, min(until - time.monotonic(), 0.01)))
+        now = time.monotonic() - self.t0
+        links_up = now >= max(self.up_at.values()) + self.link_delay
+        due = [(n, cb) for n, cb in self.queued if now >= self.up_at[n]]
+        self.queued = [(n, cb) for n, cb in self.queued if now < self.up_at[n]]
+        for n, cb in due:
+            up = [m for m, t in self.up_at.items() if links_up or (m == n and now >= t)]
+            cb({"lab": "unit", "connected": up})
+
+
+def test_unit_readiness_does_not_flood_agents_whose_peers_are_not_up(fake, monkeypatch):
+    b, _, _ = fake
+    agents = FakeAgents({"n1": 0.0, "n2": 0.3, "n3": 0.6}, link_delay=0.1)
+    b.clients = {n: agents.client(n) for n in b.names}
+    monkeypatch.setattr(b, "_pump", agents.pump)
+    t = time.monotonic()
+    answers = b._wait_ready(b.names, timeout=5)
+    took = time.monotonic() - t
+    assert set(answers) == set(b.names) and all(len(a["connected"]) == 3 for a in answers.values())
+    assert 0.7 <= took < 1.0                           # ready soon after the links are up...
+    # ...without asking n1 every loop while n3 was not even up (that was ~20 hellos a node a second)
+    assert agents.hellos <= 20, agents.hellos

@@ -9,6 +9,11 @@ says how a node is a container and how faults reach the kernel:
   rules match it); a volume per node for its durable state (``/data``);
   containers ``<lab>-<node>`` with ``NET_ADMIN``; the control port published
   on 127.0.0.1 (a free host port picked once, so a restart keeps it too).
+* start-up is pipelined: each node's container is created (its volume with it,
+  labelled, through the mount; its spec and key files with it, in the
+  environment, unpacked by the entrypoint) and started in one task on a small
+  pool, so early nodes boot while later ones are still being created; readiness
+  checks exits with one listing per second, not an inspect per node.
 * every container, network and volume carries ``zlab.lab``, ``zlab.owner``
   (and containers/volumes ``zlab.node``): :func:`down_all` finds and removes
   what is left by label, even after the orchestrator was SIGKILLed.
@@ -16,20 +21,23 @@ says how a node is a container and how faults reach the kernel:
   freezer), restart = ``docker start`` on the same volume.
 * network faults are ``lab.netfaults`` commands run in the node's own network
   namespace through an injected executor (by default ``docker exec``).
-  Capabilities are probed once per lab, in a throwaway container: where the
-  kernel lacks ``sch_netem``, delay/jitter/loss/duplicate/reorder go through
+  Capabilities are probed once per lab, by ``docker exec`` in the first node's
+  container as soon as it runs (no throwaway container): where the kernel lacks
+  ``sch_netem``, delay/jitter/loss/duplicate/reorder go through
   the agent shim instead, while rate limits (tbf) and partitions (iptables)
   stay in the kernel; :meth:`DockerBackend.notes` says which in plain words.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import re
 import shlex
 import socket
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -57,7 +65,14 @@ WORKERS = 8                      # parallel docker calls (create, start, exec)
 STOP_TIMEOUT = 2                 # s for an agent to stop on SIGTERM before SIGKILL
 KILL_WAIT = 10.0                 # s for a killed container to be reported gone
 API_TIMEOUT = 60                 # s for any one engine call
+ALIVE_EVERY = 1.0                # s between checks that no starting container exited
 
+# A first start brings its spec and key files along in the environment (a base64 tar): no
+# put_archive before it, which on fuse-overlayfs costs a mount of the container's root file
+# system per node. A restart finds the files present (put there for it) and leaves them.
+FILES_ENV = "ZLAB_FILES"
+UNPACK = (f'[ -e {SPEC_PATH} ] || printf %s "${FILES_ENV}" | base64 -d | tar -x -C /; '
+          f'unset {FILES_ENV}; exec python3 -m nodes.agent "$@"')
 Argv = list[str]
 Executor = Callable[[str, list[Argv]], None]      # (container name, commands) -> None or BackendError
 
@@ -129,6 +144,17 @@ def probe_script(dev: str = nf.DEV) -> str:
     return "\n".join(lines)
 
 
+def run_probe(api: Any, container: str) -> nf.Caps:
+    """The kernel's capabilities, asked in ``container``'s namespace (it needs NET_ADMIN); the
+    probe leaves nothing behind, so it may run while the node's agent starts."""
+    try:
+        ex = api.exec_create(container, ["sh", "-c", probe_script()], stdout=True, stderr=False)
+        out = api.exec_start(ex["Id"])
+    except Exception as e:  # noqa: BLE001 -- docker raises APIError, NotFound, timeouts
+        raise BackendError(f"cannot probe the kernel's network features in {container}: {e}") from None
+    return parse_probe(out.decode("utf-8", "replace"))
+
+
 def parse_probe(output: str) -> nf.Caps:
     found = dict(line.strip().split("=", 1) for line in output.splitlines() if "=" in line)
     return nf.Caps(**{cap: found.get(cap) == "1" for cap in ("netem", "htb", "tbf", "iptables")})
@@ -178,6 +204,9 @@ class DockerBackend(AgentBackend):
         self.netstate: dict[str, nf.NetState] = {n: nf.NetState() for n in self.names}
         self._pending_kernel: set[str] = set()    # paused nodes whose kernel state is behind
         self._starts: dict[str, Future[None]] = {}
+        self._probe: Future[nf.Caps] | None = None
+        self._probe_node = self.names[0]
+        self._probe_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._last_alive_check = 0.0
 
@@ -224,21 +253,14 @@ class DockerBackend(AgentBackend):
 
     # -- AgentBackend hooks: addresses, spawn, kill, pause ------------------------------------
     def _prepare(self) -> None:
-        import docker.errors
-
+        """The network and the addresses only: containers are created by _spawn, each started as
+        soon as it exists (an absent image shows up as the first create's error)."""
         if self.image is None:
             from lab.image import ensure_image
             self.image = ensure_image(self.docker)
-        try:
-            self.docker.images.get(self.image)
-        except docker.errors.ImageNotFound:
-            raise BackendError(f"image {self.image} is not present: run `python -m lab.image build`") from None
         self._create_network()
         self.ips = {n: self._ip(i) for i, n in enumerate(self.names)}
         self.host_ports = {n: _free_port() for n in self.names}
-        probe = self.pool.submit(self._probe)
-        self._parallel(self._create_node, self.names)
-        self.caps = probe.result()
 
     def _ip(self, index: int) -> str:
         return self.subnet.rsplit(".", 1)[0] + f".{FIRST_HOST + index}"
@@ -270,41 +292,71 @@ class DockerBackend(AgentBackend):
             return
         raise BackendError(f"no free /24 left in {SUBNET_PREFIX}.0.0/16 for lab {self.lab}")
 
-    def _create_node(self, node: str) -> None:
+    def _node_files(self, spec_path: str) -> dict[str, str]:
+        """``{path in the container: host file}``: the spec and the agent's key files."""
+        assert self.keys is not None
+        return {SPEC_PATH: spec_path,
+                KEY_FILES["server_secret_file"]: self.keys.server_secret_file,
+                KEY_FILES["client_public_file"]: self.keys.client_public_file}
+
+    def _create_node(self, node: str, spec_path: str) -> None:
         import docker.errors
+        import docker.types
 
         api = self.docker.api
         name = self.container(node)
         try:
-            self.docker.volumes.create(name, labels=self.labels(node))
+            # The engine creates the named volume (labelled) with the container: one call, not two.
+            volume = docker.types.Mount(DATA_DIR, name, type="volume", labels=self.labels(node))
             host_config = api.create_host_config(
-                binds={name: {"bind": DATA_DIR, "mode": "rw"}},
+                mounts=[volume],
                 port_bindings={f"{CONTROL_PORT}/tcp": ("127.0.0.1", self.host_ports[node])},
                 cap_add=["NET_ADMIN"],
                 init=False,
             )
             net = api.create_networking_config({self.network: api.create_endpoint_config(
                 ipv4_address=self.ips[node], aliases=[node])})
+            files = base64.b64encode(_tar_files(self._node_files(spec_path))).decode()
             api.create_container(
-                self.image, command=["--spec", SPEC_PATH], name=name, hostname=node,
+                self.image, entrypoint=["sh", "-c", UNPACK, "zlab-agent"], command=["--spec", SPEC_PATH],
+                environment={FILES_ENV: files}, name=name, hostname=node,
                 labels=self.labels(node), ports=[CONTROL_PORT], host_config=host_config,
                 networking_config=net, stop_signal="SIGTERM", detach=True)
+        except docker.errors.ImageNotFound:
+            raise BackendError(f"image {self.image} is not present: run `python -m lab.image build`") from None
         except docker.errors.APIError as e:
             hint = " (left from an earlier lab? `zlab down --all`)" if e.status_code == 409 else ""
             raise BackendError(f"cannot create {name}: {e.explanation or e}{hint}") from None
 
-    def _probe(self) -> nf.Caps:
-        """What the kernel offers, asked once per lab in a throwaway container with NET_ADMIN."""
+    def _launch(self, node: str, spec_path: str) -> None:
+        """A first start, on the pool: create (the spec rides along), start; the first node to
+        run then probes the kernel (on the pool too, while the agents boot)."""
         import docker.errors
 
+        self._create_node(node, spec_path)
         try:
-            out = self.docker.containers.run(
-                self.image, entrypoint=["sh", "-c", probe_script()], name=f"{self.lab}.probe",
-                labels=self.labels(), cap_add=["NET_ADMIN"], network=self.network, remove=True,
-                stdout=True, stderr=False)
-        except docker.errors.DockerException as e:
-            raise BackendError(f"cannot probe the kernel's network features: {e}") from None
-        return parse_probe(out.decode("utf-8", "replace"))
+            self.docker.api.start(self.container(node))
+        except docker.errors.APIError as e:
+            raise BackendError(f"cannot start {self.container(node)}: {e.explanation or e}") from None
+        with self._probe_lock:
+            if self._probe is None:
+                self._probe_node = node
+                self._probe = self.pool.submit(run_probe, self.docker.api, self.container(node))
+
+    def _settle_caps(self) -> None:
+        """Wait for the kernel probe; the specs went out assuming no kernel features (so the shim
+        did everything), so nodes whose shim share differs with the real ones are told now."""
+        assumed = {n: self.rules_for(n) for n in self.names}
+        try:
+            if self._probe is None:
+                raise BackendError("the kernel was not probed")
+            caps = self._probe.result(timeout=API_TIMEOUT)
+        except Exception:  # noqa: BLE001 -- once more, in a node known to run now
+            caps = run_probe(self.docker.api, self.container(self._probe_node))
+        self.caps = caps
+        changed = {n: r for n in self.names if (r := self.rules_for(n)) != assumed[n]}
+        if changed:
+            self._push_rules(changed)
 
     def _addresses(self, node: str) -> Addresses:
         return Addresses(bind=f"tcp://0.0.0.0:{PEER_PORT}", control_bind=f"tcp://0.0.0.0:{CONTROL_PORT}",
@@ -315,7 +367,7 @@ class DockerBackend(AgentBackend):
         return DATA_DIR
 
     def _keys_spec(self) -> dict[str, str]:
-        # Key files, copied into the container with the spec (mode 0600) by _start_node.
+        # Key files, unpacked in the container with the spec (mode 0600): see _create_node.
         return dict(KEY_FILES)
 
     def _parent_pid(self) -> int | None:
@@ -332,18 +384,14 @@ class DockerBackend(AgentBackend):
             self.netstate[node] = nf.NetState()
             self._apply_kernel([node], restarting=True)
         else:
-            self._starts[node] = self.pool.submit(self._start_node, node, spec_path)
+            self._starts[node] = self.pool.submit(self._launch, node, spec_path)
 
     def _start_node(self, node: str, spec_path: str) -> None:
         import docker.errors
 
-        assert self.keys is not None
         name = self.container(node)
-        files = {SPEC_PATH: spec_path,
-                 KEY_FILES["server_secret_file"]: self.keys.server_secret_file,
-                 KEY_FILES["client_public_file"]: self.keys.client_public_file}
         try:
-            self.docker.api.put_archive(name, "/", _tar_files(files))
+            self.docker.api.put_archive(name, "/", _tar_files(self._node_files(spec_path)))
             self.docker.api.start(name)
         except docker.errors.APIError as e:
             raise BackendError(f"cannot start {name}: {e.explanation or e}") from None
@@ -354,14 +402,22 @@ class DockerBackend(AgentBackend):
             if f is not None and f.done() and f.exception() is not None:
                 raise f.exception()   # type: ignore[misc]
         now = time.monotonic()
-        if now - self._last_alive_check < 1.0:
+        if now - self._last_alive_check < ALIVE_EVERY:
             return
         self._last_alive_check = now
-        for n in nodes:
-            state = self._inspect_state(n)
-            if state and state.get("Status") == "exited":
-                raise BackendError(f"{self.container(n)} exited (code {state.get('ExitCode')})"
-                                   f"{self._startup_hint([n])}")
+        # One listing for the whole lab, not an inspect per node: an inspect waits for a container
+        # that is being started, and this runs on the thread that reads the agents' answers.
+        names = {self.container(n): n for n in nodes}
+        try:
+            gone = self.docker.api.containers(all=True, filters={
+                "label": [f"{LABEL_LAB}={self.lab}"], "status": "exited"})
+        except Exception:  # noqa: BLE001 -- an engine hiccup: the readiness timeout still bounds us
+            return
+        for c in gone:
+            n = names.get(c["Names"][0].lstrip("/"))
+            if n is not None:
+                code = (self._inspect_state(n) or {}).get("ExitCode")
+                raise BackendError(f"{self.container(n)} exited (code {code}){self._startup_hint([n])}")
 
     def _inspect_state(self, node: str) -> dict[str, Any] | None:
         try:
@@ -441,6 +497,7 @@ class DockerBackend(AgentBackend):
         super().start()
         # The agents are up: now their namespaces exist, shape the scenario's initial links.
         try:
+            self._settle_caps()
             self._apply_kernel(self.names)
         except BaseException:
             self.stop()
@@ -648,6 +705,10 @@ def down_all(lab: str | None = None, *, owner: str | None = None, client: Any = 
                 return name
             except docker.errors.NotFound:
                 return None
+            except docker.errors.APIError as e:
+                if e.status_code == 409 and "in progress" in str(e.explanation or ""):
+                    return None       # another sweep (`zlab down --all`) is removing it right now
+                raise
         removed["containers"] = [n for n in pool.map(rm, found["containers"]) if n]
     for name in found["networks"]:
         try:
