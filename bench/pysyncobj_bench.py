@@ -56,7 +56,7 @@ def throughput(seconds: float = 4.0) -> dict:
         sent = sum(o["sent"] for o in outs)
         return sum(o["ok"] for o in outs) / sent if sent else 0.0
 
-    best, tried = max_rate(success_at, 100, 40000)
+    best, tried = max_rate(success_at, 100, 80000)
     return {"max_rps": best, "tried": tried}
 
 

@@ -131,7 +131,7 @@ def run(seconds: float = 4.0, count: int = 300) -> dict[str, Any]:
     out["pysyncobj"] = {"sequential": pso_seq, "throughput": pso_tp}
     for label, fsync in (("zlab_fsync", True), ("zlab_nofsync", False)):
         seq = _sequential(fsync, count)
-        best, tried = max_rate(_success_at(fsync, seconds), 100, 40000)
+        best, tried = max_rate(_success_at(fsync, seconds), 100, 80000)
         ratio_tp = best / pso_tp["max_rps"] if pso_tp["max_rps"] else float("inf")
         ratio_p50 = seq["p50_ms"] / pso_seq["p50_ms"]
         print(f"   {label}: sequential p50 {seq['p50_ms']:.1f} ms p99 {seq['p99_ms']:.1f} ms "

@@ -32,6 +32,8 @@ from typing import Any
 
 import msgpack
 
+from nodes.wire import packb
+
 OPS = frozenset({"hello", "status", "submit", "set_rules", "read_file", "shutdown"})
 FILES = {"trace": "trace.jsonl", "log": "agent.log"}   # what read_file may read, in the data dir
 READ_MAX = 1 << 20                                      # bytes per read_file answer
@@ -39,7 +41,7 @@ ZAP_DOMAIN = "zlab"
 
 
 def pack(msg: Any) -> bytes:
-    return msgpack.packb(msg, use_bin_type=True)
+    return packb(msg)
 
 
 def unpack(data: bytes) -> dict[str, Any]:

@@ -30,16 +30,33 @@ from typing import Any
 
 import msgpack
 
+from nodes.wire import packb
+
 _HEADER = struct.Struct("<II")
 _MAX_RECORD = 256 * 1024 * 1024   # a length above this is garbage, not a record
 
 
-def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+_pack = packb
 
 
 def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+_APPEND_HEAD = b"\x93" + _pack("append")    # a 3-element array, then its first element
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def _array_header_len(first: int) -> int:
+    """Bytes of the header of a packed msgpack array, from its first byte."""
+    return 1 if first < 0xdc else 3 if first == 0xdc else 5
 
 
 class FileStorage:
@@ -53,6 +70,15 @@ class FileStorage:
         self._kv: dict[str, bytes] = {}          # key -> packed value
         self._logs: dict[str, list[Any]] = {}
         self._pending: list[bytes] = []
+        # Appends to one log since the last record, each entry already packed: a leader appends
+        # an entry per client request, and one record for the lot costs a fraction of one each.
+        self._appending: str | None = None
+        self._appended: list[bytes] = []       # packed entries, concatenated into the record
+        self._appended_n = 0
+        # Appended entries not yet decoded into _logs: log -> (packed arrays, how many entries).
+        # A core keeps its own copy of its log and reads storage's only to recover, so the
+        # decode is put off until a read or truncate needs it (and is mostly never done).
+        self._unread: dict[str, tuple[list[bytes], int]] = {}
         self.recovered_records = 0
         self.torn_bytes = 0                      # bytes cut from the tail at recovery
         self.fsyncs = 0
@@ -68,6 +94,7 @@ class FileStorage:
         return default if packed is None else _unpack(packed)
 
     def put(self, key: str, value: Any) -> None:
+        self._seal_appends()
         packed = _pack(value)
         self._kv[key] = packed
         self._record(["put", key, value])
@@ -75,30 +102,58 @@ class FileStorage:
     def log_append(self, name: str, entries: list[Any]) -> None:
         if not entries:
             return
-        rec = _pack(["append", name, entries])
-        # The stored copy is decoded from the record itself: one encode serves both.
-        self._logs.setdefault(name, []).extend(_unpack(rec)[2])
+        packed = _pack(entries)      # now: a bad entry raises here, and later changes do not count
+        if self._appending != name:
+            self._seal_appends()
+            self._appending = name
+        self._appended.append(packed[_array_header_len(packed[0]):])
+        self._appended_n += len(entries)
+
+    def _seal_appends(self) -> None:
+        """Turn the appends gathered since the last record into one ``append`` record."""
+        name = self._appending
+        if name is None:
+            return
+        # The msgpack of ["append", name, entries], spliced from the entries packed one call each.
+        array = b"".join([_array_header(self._appended_n), *self._appended])
+        rec = b"".join([_APPEND_HEAD, _pack(name), array])
+        chunks, count = self._unread.get(name) or ([], 0)
+        chunks.append(array)
+        self._unread[name] = chunks, count + self._appended_n
+        self._appended, self._appended_n, self._appending = [], 0, None
         self._pending.append(self._frame(rec))
 
-    def log_truncate(self, name: str, length: int) -> None:
+    def _log(self, name: str) -> list[Any]:
+        """The stored copy of a log, decoded from the bytes written (one encode serves both)."""
+        self._seal_appends()
         log = self._logs.setdefault(name, [])
-        if length >= len(log):
+        unread = self._unread.pop(name, None)
+        if unread is not None:
+            for array in unread[0]:
+                log.extend(_unpack(array))
+        return log
+
+    def log_truncate(self, name: str, length: int) -> None:
+        self._seal_appends()
+        unread = self._unread.get(name)
+        if length >= len(self._logs.get(name, ())) + (unread[1] if unread else 0):
             return
-        del log[length:]
+        del self._log(name)[length:]
         self._record(["trunc", name, length])
 
     def log_read(self, name: str) -> list[Any]:
         # Entries are only ever replaced, never mutated in place, so a shallow copy
         # is enough for the list; cores treat entries as values.
-        return list(self._logs.get(name, []))
+        return list(self._log(name))
 
     # -- durability -----------------------------------------------------------------
     @property
     def dirty(self) -> bool:
-        return bool(self._pending)
+        return bool(self._pending) or self._appending is not None
 
     def flush(self) -> bool:
         """Write and fsync everything since the last flush. Returns whether there was anything."""
+        self._seal_appends()
         if not self._pending:
             return False
         data = b"".join(self._pending)
@@ -119,6 +174,8 @@ class FileStorage:
     def compact(self) -> None:
         """Rewrite the WAL as one snapshot record (write, fsync, rename, fsync the directory)."""
         self.flush_pending_only()
+        for name in list(self._unread):
+            self._log(name)
         snap = _pack(["snap", {k: _unpack(v) for k, v in self._kv.items()}, self._logs])
         tmp = self.path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -134,6 +191,7 @@ class FileStorage:
         self._size = os.fstat(self._fd).st_size
 
     def flush_pending_only(self) -> None:
+        self._seal_appends()
         if self._pending:
             saved, self.compact_bytes = self.compact_bytes, 0
             try:

@@ -41,6 +41,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any
 
 from nodes.protocols import kv
@@ -58,6 +59,10 @@ LOG = "log"            # storage log of [term, command] entries, index 1 first
 MAX_INFLIGHT = 2       # appends with entries in flight per follower; more requests wait and batch
 CMD_FIELDS = ("f", "key", "value", "client", "seq")   # what of a client op enters the log
 
+_CMD_KEYS = tuple((k, f'"{k}":') for k in sorted(CMD_FIELDS))   # the canonical key order
+_encode_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr).encode
+_scan_json = json.JSONDecoder().scan_once    # json.loads without its per-call set-up
+
 TIMER_ELECTION, TIMER_HEARTBEAT, TIMER_QUORUM = "election", "heartbeat", "quorum"
 TIMER_VOTE_RETRY = "vote_retry"    # a candidate asks again, every heartbeat, whoever has not answered
 
@@ -68,16 +73,44 @@ def encode_command(op: dict[str, Any]) -> str:
     The leader encodes once; the string travels, is stored and is hashed as is,
     so every node hashes the very same bytes and storage copies a flat string.
     """
-    cmd = {k: op[k] for k in CMD_FIELDS if k in op}
-    return json.dumps(cmd, sort_keys=True, separators=(",", ":"), default=repr)
+    flat = _encode_flat(op)
+    return flat[0] if flat is not None else _encode_json({k: op[k] for k in CMD_FIELDS if k in op})
+
+
+def _encode_flat(op: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """What :func:`encode_command` gives for an op whose fields are all strings, ints or null
+    (the common case, on the path of every write), written out by hand, with the command as
+    a dict (what :func:`_decode` makes of it: such values come back from JSON as they went in);
+    None for any other op."""
+    parts = []
+    cmd = {}
+    for key, head in _CMD_KEYS:
+        if key in op:
+            v = cmd[key] = op[key]
+            t = type(v)
+            if t is str:
+                parts.append(head + _json_str(v))
+            elif t is int:
+                parts.append(head + int.__repr__(v))
+            elif v is None:
+                parts.append(head + "null")
+            else:
+                return None
+    return "{" + ",".join(parts) + "}", cmd
 
 
 def _decode(encoded: str) -> dict[str, Any] | None:
     """A logged command back as a dict; None if it is not a valid op (every node agrees)."""
     try:
-        op = json.loads(encoded)
-    except ValueError:
-        return None
+        # Canonical JSON has no surrounding whitespace: then this is exactly json.loads.
+        op, end = _scan_json(encoded, 0)
+        if end != len(encoded):
+            raise ValueError
+    except Exception:  # noqa: BLE001 -- anything unusual takes json.loads' own path
+        try:
+            op = json.loads(encoded)
+        except ValueError:
+            return None
     return op if kv.validate(op) is None else None
 
 
@@ -233,6 +266,9 @@ class Raft(Core):
         self.rejects: set[str] = set()
         self.progress: dict[str, Progress] = {}
         self.pending: dict[int, str] = {}          # leader: log index -> client waiting for it
+        # Leader: log index -> (its command, that command decoded), for the ops it appended
+        # itself, so that applying them skips a JSON decode. Only exact round trips go here.
+        self.proposed: dict[int, tuple[str, dict[str, Any]]] = {}
         self.recent_active: set[str] = set()        # leader with check_quorum: peers heard this round
         self.heard = float("-inf")                  # when we last heard from our leader
         self.dropped = 0                            # malformed messages dropped
@@ -301,6 +337,7 @@ class Raft(Core):
     def become_follower(self, term: int, leader: str | None) -> None:
         if self.role == LEADER:
             self._abandon_pending()
+            self.proposed = {}
             self.ctx.cancel_timer(TIMER_HEARTBEAT)
             self.ctx.cancel_timer(TIMER_QUORUM)
             self.progress = {}
@@ -427,8 +464,14 @@ class Raft(Core):
         if done is not None:        # a retry of an op already applied (and so committed)
             self.ctx.reply(client, done)
             return
-        self._append([[self.term, encode_command(op)]])
-        self._persist_commit_lazily()
+        flat = _encode_flat(op)
+        if flat is None:
+            self._append([[self.term, encode_command(op)]])
+        else:
+            self._append([[self.term, flat[0]]])
+            self.proposed[len(self.log) - 1] = flat
+        if self.commit_dirty:
+            self._persist_commit_lazily()
         self.pending[len(self.log) - 1] = client
         self.broadcast_append()
         if not self.peers:
@@ -529,8 +572,12 @@ class Raft(Core):
 
     # -- replication: leader ----------------------------------------------------------
     def broadcast_append(self) -> None:
+        # maybe_send_append written out: this runs for every client request.
+        progress, n = self.progress, len(self.log)
         for p in self.peers:
-            self.maybe_send_append(p)
+            pr = progress[p]
+            if not (pr.paused if pr.probing else pr.inflight >= MAX_INFLIGHT) and pr.next < n:
+                self.send_append(p)
 
     def broadcast_heartbeat(self) -> None:
         # Unpause every follower: an append or its answer may have been lost.
@@ -666,7 +713,13 @@ class Raft(Core):
             term, encoded = log[i]
             if encoded is None:
                 continue        # a leader's no-op
-            command = _decode(encoded)
+            command = None
+            if self.proposed:
+                mine = self.proposed.pop(i, None)
+                if mine is not None and mine[0] is encoded:
+                    command = mine[1]
+            if command is None:
+                command = _decode(encoded)
             result = self.kv.apply(command) if command else {"type": "fail", "error": "bad_command"}
             if replay:
                 continue        # rebuilding after a restart: already traced and answered
