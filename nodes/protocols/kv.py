@@ -34,7 +34,7 @@ def validate(op: Any) -> str | None:
     """Why ``op`` cannot be applied, or None when it can. Checked before an op enters a log."""
     if not isinstance(op, dict):
         return "op is not a mapping"
-    if op.get("f") not in OPS:
+    if not isinstance(op.get("f"), str) or op["f"] not in OPS:   # a list as `f` is unhashable
         return f"unsupported op {op.get('f')!r}"
     if isinstance(op.get("key"), bool) or not isinstance(op.get("key"), (str, int)):
         return "key must be a string or an integer"
