@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import CheckError, ProtocolError
+from lab.tracefile import read_jsonl
 
 INVOKE, OK, FAIL, INFO = "invoke", "ok", "fail", "info"
 EVENT_TYPES = (INVOKE, OK, FAIL, INFO)
@@ -140,25 +141,14 @@ def load_history(path: str | Path) -> list[dict[str, Any]]:
     """
     events: list[dict[str, Any]] = []
     open_: dict[int, dict[str, Any]] = {}
-    try:
-        fh = open(path, encoding="utf-8")
-    except OSError as err:
-        raise CheckError(f"{path}: cannot read history: {err.strerror or err}") from err
-    with fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                ev = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise CheckError(f"{path}:{lineno}: not JSON: {err.msg}") from err
-            problem = validate_event(ev)
-            if problem is None:
-                problem = _check_discipline(ev, open_)
-            if problem is not None:
-                raise CheckError(f"{path}:{lineno}: {problem}")
-            events.append({"process": ev["process"], "type": ev["type"], "f": ev["f"],
-                           "key": ev.get("key"), "value": ev.get("value"), "ts": ev["ts"]})
+    for lineno, ev in read_jsonl(path, "history"):
+        problem = validate_event(ev)
+        if problem is None:
+            problem = _check_discipline(ev, open_)
+        if problem is not None:
+            raise CheckError(f"{path}:{lineno}: {problem}")
+        events.append({"process": ev["process"], "type": ev["type"], "f": ev["f"],
+                       "key": ev.get("key"), "value": ev.get("value"), "ts": ev["ts"]})
     return events
 
 

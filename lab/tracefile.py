@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from lab.errors import CheckError
@@ -50,24 +50,31 @@ def write_trace(events: Iterable[dict[str, Any]], path: str | os.PathLike[str]) 
     return n
 
 
-def read_trace(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The events of a trace.jsonl; a line that is not a JSON object is a CheckError naming it."""
-    events = []
+def read_jsonl(path: str | os.PathLike[str], what: str) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of every non-blank line of a JSON-lines file (a trace, a
+    history); an unreadable file or a line that is not JSON is a CheckError naming path:line."""
     try:
         f = open(path, encoding="utf-8")
     except OSError as e:
-        raise CheckError(f"{path}: cannot read trace: {e.strerror}") from None
+        raise CheckError(f"{path}: cannot read {what}: {e.strerror or e}") from None
     with f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                event = json.loads(line)
+                value = json.loads(line)
             except json.JSONDecodeError as e:
                 raise CheckError(f"{path}:{lineno}: not JSON: {e.msg}") from None
-            if not isinstance(event, dict) or "ts" not in event or "node" not in event:
-                raise CheckError(f"{path}:{lineno}: a trace event needs at least ts and node")
-            events.append(event)
+            yield lineno, value
+
+
+def read_trace(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The events of a trace.jsonl; a line that is not a JSON object is a CheckError naming it."""
+    events = []
+    for lineno, event in read_jsonl(path, "trace"):
+        if not isinstance(event, dict) or "ts" not in event or "node" not in event:
+            raise CheckError(f"{path}:{lineno}: a trace event needs at least ts and node")
+        events.append(event)
     return events
 
 
