@@ -183,3 +183,21 @@ def test_labstate_names_and_errors(tmp_path, monkeypatch):
         labstate.lab_dir("../x")
     labstate.remove("one")
     assert labstate.names() == ["two"]
+
+
+def test_down_all_sweeps_only_its_own_owner_label(tmp_path, monkeypatch, capsys) -> None:
+    """`zlab down --all` must not remove labs another owner (a test session, a colleague) runs."""
+    import lab.backends.docker as dk
+    monkeypatch.setenv("ZLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ZLAB_OWNER", "alice")
+    calls: list[dict] = []
+
+    def fake_down_all(lab=None, *, owner=None, client=None):
+        calls.append({"lab": lab, "owner": owner})
+        return {"containers": ["x-n1"], "networks": ["x"], "volumes": []}
+
+    monkeypatch.setattr(dk, "docker_client", lambda: object())
+    monkeypatch.setattr(dk, "down_all", fake_down_all)
+    assert main(["down", "--all"]) == 0
+    assert calls == [{"lab": None, "owner": "alice"}]
+    assert "removed by label: 1 containers, 1 networks" in capsys.readouterr().out
