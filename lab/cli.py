@@ -14,7 +14,6 @@ stderr: ``zlab: <what and where>``), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import signal
@@ -69,13 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     prot.add_argument("--diagram", metavar="NAME", help="print a protocol's state diagram")
     prot.set_defaults(func=cmd_protocols)
 
-    try:
-        cli_lab = importlib.import_module("lab.cli_lab")
-    except ModuleNotFoundError as e:
-        if e.name != "lab.cli_lab":
-            raise
-    else:
-        cli_lab.add_commands(sub)
+    from lab import cli_lab  # up/status/fault/client/logs/down
+    cli_lab.add_commands(sub)
     return p
 
 

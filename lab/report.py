@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import importlib
 import json
 import math
 import os
@@ -28,6 +27,7 @@ from lab.errors import ConfigError
 from lab.history import pair_ops, write_history
 from lab.scenario import Scenario
 from lab.tracefile import write_trace
+from nodes.loader import load
 from nodes.units import format_duration
 
 if TYPE_CHECKING:
@@ -192,10 +192,10 @@ def run_stats(trace: Sequence[dict[str, Any]], history: Sequence[dict[str, Any]]
 
 # -- views --------------------------------------------------------------------------------------
 
-# (module, function, file, arguments) of each view; a missing module is noted in report.md.
-VIEWS = (("lab.views.perfetto", "write_perfetto", "trace.perfetto.json", ("trace",)),
-         ("lab.views.plots", "write_plots", "plots.png", ("history", "trace")),
-         ("lab.views.spacetime", "write_spacetime", "spacetime.svg", ("trace",)))
+# (renderer, file, arguments) of each view; one that cannot render is noted in report.md.
+VIEWS = (("lab.views.perfetto:write_perfetto", "trace.perfetto.json", ("trace",)),
+         ("lab.views.plots:write_plots", "plots.png", ("history", "trace")),
+         ("lab.views.spacetime:write_spacetime", "spacetime.svg", ("trace",)))
 
 
 def write_views(run_dir: Path, trace: Sequence[dict[str, Any]],
@@ -203,14 +203,9 @@ def write_views(run_dir: Path, trace: Sequence[dict[str, Any]],
     """Render the views into ``run_dir``; returns notes on what could not be made."""
     notes = []
     inputs = {"trace": list(trace), "history": list(history)}
-    for module, fn_name, filename, args in VIEWS:
+    for renderer, filename, args in VIEWS:
         try:
-            fn = getattr(importlib.import_module(module), fn_name)
-        except (ImportError, AttributeError):
-            notes.append(f"{filename} not written: {module}.{fn_name} is not available")
-            continue
-        try:
-            made = fn(*(inputs[a] for a in args), run_dir / filename)
+            made = load(renderer)(*(inputs[a] for a in args), run_dir / filename)
         except Exception as e:  # noqa: BLE001 - a view is a convenience; the run still stands
             notes.append(f"{filename} not written: {type(e).__name__}: {e}")
             continue

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
-
 from lab.errors import ConfigError
+from nodes.loader import load
 
 _BACKENDS = {
     "sim": "lab.sim.backend:SimBackend",
@@ -18,5 +17,4 @@ def backend_class(kind: str):  # -> type[Backend]
         target = _BACKENDS[kind]
     except KeyError:
         raise ConfigError(f"unknown backend {kind!r} (known: {', '.join(_BACKENDS)})") from None
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
+    return load(target)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-
+from nodes.loader import load
 from nodes.protocols.core import Core
 
 # name -> "module:Class"; imported lazily so a broken protocol does not break the others.
@@ -25,5 +24,4 @@ def get(name: str) -> type[Core]:
         target = _REGISTRY[name]
     except KeyError:
         raise KeyError(f"unknown protocol {name!r} (known: {', '.join(names())})") from None
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
+    return load(target)
