@@ -355,29 +355,26 @@ class Raft(Core):
 
     def become_pre_candidate(self) -> None:
         # No term change and no vote: a pre-candidate that cannot win leaves no mark.
-        self.role, self.leader = PRE_CANDIDATE, None
-        self.votes, self.rejects = {self.ctx.node}, set()
-        self._step, self._tick = self._step_candidate, self._tick_candidate
-        self._reset_election_timer()
-        self._trace_state()
-        if len(self.votes) >= self.quorum:
-            self.become_candidate()
-        else:
-            self.broadcast_vote_request(pre=True)
+        self._campaign(PRE_CANDIDATE)
 
     def become_candidate(self) -> None:
         self.term += 1
         self.vote = self.ctx.node
         self._persist_hard()
-        self.role, self.leader = CANDIDATE, None
+        self._campaign(CANDIDATE)
+
+    def _campaign(self, role: str) -> None:
+        """Vote for ourselves and ask the others; a one-node cluster wins at once."""
+        pre = role == PRE_CANDIDATE
+        self.role, self.leader = role, None
         self.votes, self.rejects = {self.ctx.node}, set()
         self._step, self._tick = self._step_candidate, self._tick_candidate
         self._reset_election_timer()
         self._trace_state()
         if len(self.votes) >= self.quorum:
-            self.become_leader()
+            self.become_candidate() if pre else self.become_leader()
         else:
-            self.broadcast_vote_request(pre=False)
+            self.broadcast_vote_request(pre=pre)
 
     def become_leader(self) -> None:
         self.role, self.leader = LEADER, self.ctx.node
