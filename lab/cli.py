@@ -118,11 +118,10 @@ def _one_line(msg: str) -> str:
 
 
 def load(path: str) -> Any:
-    from lab.checks.registry import all_checks
     from lab.topology import load_scenario
     if not Path(path).is_file():
         raise ConfigError("no such scenario file", path=path)
-    return load_scenario(path, known_checks=set(all_checks()))
+    return load_scenario(path)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -161,7 +160,7 @@ def check_run_dir(run_dir: Path, time_limit: float = 30.0) -> int:
     """Read a run directory, re-run its checks, rewrite checks.json, print the verdicts."""
     from lab import report
     from lab.checks.base import RunData
-    from lab.checks.registry import run_checks
+    from lab.checks.registry import run_checks, split_check_items
     from lab.history import load_history
     from lab.runner import check_names
     from lab.tracefile import read_trace
@@ -186,10 +185,11 @@ def check_run_dir(run_dir: Path, time_limit: float = 30.0) -> int:
     except json.JSONDecodeError as e:
         raise CheckError(f"{final_path}:{e.lineno}: not JSON: {e.msg}") from None
     expect = dict(scenario.get("expect") or {})
-    names = check_names(list(scenario.get("checks") or []), expect, str(scenario.get("protocol", "")))
+    listed, params = split_check_items(list(scenario.get("checks") or []))
+    names = check_names(listed, expect, str(scenario.get("protocol", "")))
     data = RunData(scenario=scenario, trace=trace, history=history, final=final,
                    time_limit=time_limit)
-    verdicts, code = run_checks(names, data, expect)
+    verdicts, code = run_checks(names, data, expect, params)
     report.write_checks(run_dir, verdicts, expect, code)
     for line in report.verdict_lines(verdicts, expect):
         print(line)

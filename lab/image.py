@@ -135,15 +135,52 @@ class _BuildLock:
             os.close(self.fd)
 
 
+Run = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def install_commands() -> list[list[str]]:
+    """What installs the base builder's one missing tool on a Debian-like host, in order."""
+    return [["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "debootstrap"]]
+
+
+def ensure_debootstrap(tag: str, log: Log = _say, run: Run = _run) -> None:
+    """Install debootstrap where we can (root with apt-get): a fresh machine needs no other step
+    than the README's commands. Where we cannot, one line says what to install."""
+    if shutil.which("debootstrap") is not None:
+        return
+    how = (f"install debootstrap (`sudo apt-get install debootstrap`), or make {SLIM_BASE} "
+           "available to the engine (`docker load` it)")
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise BackendError(f"cannot build the base image {tag}: debootstrap is not installed; {how}")
+    log("debootstrap is not installed: installing it with apt-get (once)")
+    for argv in install_commands():
+        try:
+            proc = run(argv)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise BackendError(f"`{' '.join(argv)}` failed ({e}); {how}") from None
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:]
+            raise BackendError(f"`{' '.join(argv)}` exited {proc.returncode}"
+                               f"{': ' + tail[0] if tail else ''}; {how}")
+    if shutil.which("debootstrap") is None:
+        raise BackendError(f"apt-get installed debootstrap but it is not on PATH; {how}")
+
+
 def build_base(client: Any, tag: str, log: Log = _say, root: Path = ROOT) -> None:
     """debootstrap + docker import, through images/build-base.sh."""
-    missing = [tool for tool in ("debootstrap", "docker") if shutil.which(tool) is None]
-    if missing:
-        raise BackendError(f"cannot build the base image {tag}: {', '.join(missing)} not installed "
+    if shutil.which("docker") is None:
+        raise BackendError(f"cannot build the base image {tag}: the docker command is not installed "
                            f"(or make {SLIM_BASE} available to the engine: `docker load` it)")
     if os.geteuid() != 0:
         raise BackendError(f"cannot build the base image {tag}: debootstrap needs root "
                            f"(run `sudo python -m lab.image build` once)")
+    ensure_debootstrap(tag, log)
     log(f"building base {tag} with debootstrap (no registry needed; about a minute)")
     try:
         proc = subprocess.run(["sh", str(root / "images" / "build-base.sh"), tag, *DEBIAN_PACKAGES],

@@ -2,7 +2,7 @@
 
     results/<scenario>-<UTC timestamp>/     (or --out DIR); results/latest -> it
       scenario.yaml     the resolved scenario, with seed and backend
-      trace.jsonl       history.jsonl       final.json       checks.json
+      trace.jsonl       history.jsonl       final.json       checks.json      metrics.json
       report.md         what ran, how to replay it, verdicts, figures, the fault timeline
       trace.perfetto.json  plots.png  spacetime.svg   (lab/views, when present)
       nodes/<name>.log
@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from lab.checks.base import Verdict
 from lab.checks.registry import expected
 from lab.errors import ConfigError
 from lab.history import pair_ops, write_history
+from lab.metrics import percentile
 from lab.scenario import Scenario
 from lab.tracefile import write_trace
 from nodes.loader import load
@@ -120,6 +120,11 @@ def write_data(run_dir: Path, resolved: dict[str, Any], trace: Sequence[dict[str
             (run_dir / "nodes" / f"{_safe(name)}.log").write_text(text, encoding="utf-8")
 
 
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, sort_keys=True, indent=1) + "\n",
+                                          encoding="utf-8")
+
+
 def write_checks(run_dir: Path, verdicts: Iterable[Verdict], expect: dict[str, str],
                  code: int) -> None:
     rows = []
@@ -134,15 +139,6 @@ def write_checks(run_dir: Path, verdicts: Iterable[Verdict], expect: dict[str, s
 
 
 # -- figures ----------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile, None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = max(0, math.ceil(q / 100.0 * len(ordered)) - 1)
-    return ordered[k]
 
 
 def leader_terms(trace: Iterable[dict[str, Any]]) -> list[tuple[float, str, Any]]:

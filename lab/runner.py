@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab import report
+from lab import metrics, report
 from lab.backends import backend_class
 from lab.backends.base import Backend
 from lab.checks.base import RunData, Verdict
@@ -41,6 +41,7 @@ from lab.workloads.registry import workload_for
 RETRY_HINTED = 0.002
 RETRY_UNKNOWN = 0.05
 MAX_ATTEMPTS = 200          # per operation: bounded even if the nodes redirect in a loop
+FINAL_ATTEMPTS = 3          # tries of each final read before its last outcome stands
 # A closed-loop client never issues two ops at one instant: with a zero-latency runtime
 # that would let a client spin without virtual time moving.
 MIN_GAP = 0.001
@@ -61,6 +62,7 @@ class RunResult:
     history: list[dict[str, Any]] = field(repr=False, default_factory=list)
     final: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def derive_seeds(seed: int) -> dict[str, int]:
@@ -88,7 +90,6 @@ class _Op:
     seq: int
     invoked: float
     deadline: float
-    record: bool = True         # False for final reads: not part of the history
     attempt: int = 0
     node: str | None = None
     done: bool = False
@@ -144,7 +145,7 @@ class Clients:
         if slot.busy or now >= self._end or self.workload is None:
             return
         op = self.workload.next_op(slot.process)
-        self.invoke(slot, op, record=True)
+        self.invoke(slot, op)
 
     def _after(self, slot: _Slot) -> None:
         """A slot's op finished: a closed-loop client goes straight on."""
@@ -155,18 +156,16 @@ class Clients:
             self.backend.call_at(t, lambda: self._issue(slot))
 
     # -- one operation -------------------------------------------------------------------------
-    def invoke(self, slot: _Slot, op: dict[str, Any], *, record: bool,
-               node: str | None = None,
+    def invoke(self, slot: _Slot, op: dict[str, Any], *, node: str | None = None,
                on_done: Callable[[dict[str, Any]], None] | None = None) -> _Op:
         now = self.backend.now()
         self._seq += 1
         slot.busy = True
         slot.last_invoke = now
         state = _Op(slot, dict(op), f"c{slot.process}", self._seq, now, now + self.timeout,
-                    on_done=on_done, record=record)
-        if record:
-            self.history.invoke(slot.process, op["f"], op.get("key"), op.get("value"), now)
-            self.counts["invoked"] += 1
+                    on_done=on_done)
+        self.history.invoke(slot.process, op["f"], op.get("key"), op.get("value"), now)
+        self.counts["invoked"] += 1
         self.backend.call_at(state.deadline, lambda: self._timeout(state))
         self._send(state, node or slot.leader or self._random_node())
         return state
@@ -225,33 +224,39 @@ class Clients:
         state.done = True
         slot = state.slot
         now = self.backend.now()
-        if state.record:
-            self.history.complete(slot.process, kind, value, now)
-            self.counts[kind] += 1
+        self.history.complete(slot.process, kind, value, now)
+        self.counts[kind] += 1
         if kind == INFO:
             slot.process = self.history.fresh_process()
             slot.leader = None
         slot.busy = False
         if state.on_done is not None:
             state.on_done(res)
-        elif state.record:
+        else:
             self._after(slot)
 
     # -- final reads --------------------------------------------------------------------------
     def run_final(self, ops: list[tuple[str | None, dict[str, Any]]]) -> list[dict[str, Any]]:
-        """Run the workload's final ops one after the other, outside the history."""
+        """Jepsen's final reads: the workload's final ops, one after the other once the faults
+        are healed and the cluster settled, each recorded in the history like any other
+        operation (so a write acknowledged and then lost shows in ``linearizable``). An op
+        that does not come back ``ok`` is tried again, up to ``FINAL_ATTEMPTS`` times; every
+        attempt is in the history. Returns the last answer to each op."""
         results: list[dict[str, Any]] = []
         slot = _Slot(process=self.history.fresh_process(), leader=self.leader)
         for node, op in ops:
-            box: list[dict[str, Any]] = []
-            self.invoke(slot, op, record=False, node=node, on_done=box.append)
-            # Bounded: the op's own timeout ends it.
-            end = self.backend.now() + self.timeout + 0.001
-            while not box and self.backend.now() < end:
-                self.backend.run_until(min(end, self.backend.now() + 0.05))
-            results.append(box[0] if box else {"type": "info", "error": "timeout"})
-            if box and box[0].get("type") == OK and node is None:
-                slot.leader = slot.leader or self.leader
+            res: dict[str, Any] = {"type": INFO, "error": "timeout"}
+            for _ in range(FINAL_ATTEMPTS):
+                box: list[dict[str, Any]] = []
+                self.invoke(slot, op, node=node, on_done=box.append)
+                # Bounded: the op's own timeout ends it.
+                end = self.backend.now() + self.timeout + 0.001
+                while not box and self.backend.now() < end:
+                    self.backend.run_until(min(end, self.backend.now() + 0.05))
+                res = box[0] if box else {"type": INFO, "error": "timeout"}
+                if res.get("type") == OK:
+                    break
+            results.append(res)
         return results
 
 
@@ -331,11 +336,16 @@ def run_scenario(scenario: Scenario, backend_kind: str = "sim", seed: int | None
     data = RunData(scenario=resolved, trace=trace, history=history.events, final=final,
                    time_limit=time_limit)
     verdicts, code = run_checks(
-        check_names(scenario.checks, scenario.expect, scenario.protocol), data, scenario.expect)
+        check_names(scenario.checks, scenario.expect, scenario.protocol), data, scenario.expect,
+        scenario.check_params)
     stats = report.run_stats(trace, history.events, clients.counts)
+    figures = metrics.generic(trace, history.events, scenario.node_names, duration)
+    if workload is not None:
+        figures.update(workload.metrics(trace, history.events, final))
     result = RunResult(scenario, backend_kind, seed, run_dir, verdicts, code, stats, resolved,
-                       trace, history.events, final, notes)
+                       trace, history.events, final, notes, figures)
     if write:
+        report.write_metrics(run_dir, figures)
         report.write_report(result)
     if not quiet:
         print(report.summary(result), flush=True)

@@ -101,6 +101,8 @@ class Scenario:
     workload: WorkloadSpec = WorkloadSpec()
     faults: list[FaultStep] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
+    # check -> its parameters from `checks: [{name: x, threshold: 2s}]`, in SI units
+    check_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     expect: dict[str, str] = field(default_factory=dict)      # check -> "violated" | "holds"
     seed: int | None = None
     description: str = ""

@@ -43,7 +43,6 @@ TOP_KEYS = ("name", "description", "protocol", "nodes", "config", "network", "wo
             "faults", "checks", "expect", "seed", "settle",
             "backend", "source")   # the last two: what a run directory's scenario.yaml adds
 BACKENDS = ("sim", "local", "docker")
-WORKLOAD_KINDS = ("kv", "transfer", "none")
 DISTRIBUTIONS = ("constant", "uniform", "exponential")
 VERDICTS = ("holds", "violated")
 NODE_ACTIONS = ("crash", "restart", "pause", "resume")
@@ -58,6 +57,12 @@ MAX_NODES = 1000
 RESERVED_NAMES = frozenset((*TARGET_SYMBOLS, "lab"))
 _NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 _SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def workload_kinds() -> tuple[str, ...]:
+    """Every registered workload kind, and ``none`` (a run with no clients)."""
+    from lab.workloads.registry import kinds
+    return (*kinds(), "none")
 
 
 def parse_distribution(value: object) -> str:
@@ -242,6 +247,7 @@ class _Loader:
         self.root = root
         self.known_checks = known_checks
         self.names: list[str] = []
+        self.protocol_name = ""
 
     def scenario(self) -> Scenario:
         top = self.root.mapping(TOP_KEYS, required=("name", "protocol", "nodes"),
@@ -255,16 +261,17 @@ class _Loader:
             opt["source"].str_(what="a file name")
         if "backend" in opt:
             opt["backend"].choice(BACKENDS)
-        protocol = self.protocol(top["protocol"])
+        protocol = self.protocol_name = self.protocol(top["protocol"])
         nodes = self.nodes(top["nodes"])
         self.names = [n.name for n in nodes]
         config = self.config(opt.get("config"), protocol, top["protocol"])
+        checks, check_params = self.checks(opt["checks"]) if "checks" in opt else ([], {})
         return Scenario(
             name=name, protocol=protocol, nodes=nodes, config=config,
             network=self.network(opt["network"]) if "network" in opt else NetworkSpec(),
             workload=self.workload(opt["workload"]) if "workload" in opt else WorkloadSpec(),
             faults=self.faults(opt["faults"]) if "faults" in opt else [],
-            checks=self.checks(opt["checks"]) if "checks" in opt else [],
+            checks=checks, check_params=check_params,
             expect=self.expect(opt["expect"]) if "expect" in opt else {},
             seed=opt["seed"].int_(0, 2**63 - 1) if "seed" in opt else None,
             settle=opt["settle"].duration() if "settle" in opt else Scenario.settle,
@@ -377,9 +384,9 @@ class _Loader:
     def workload(self, y: _Y) -> WorkloadSpec:
         m = y.mapping()
         if "kind" not in m:
-            raise y.error(f"kind is required ({', '.join(WORKLOAD_KINDS)})",
+            raise y.error(f"kind is required ({', '.join(workload_kinds())})",
                           field=y.child(y.node, "kind").field, line=y.head_line)
-        kind = m["kind"].choice(WORKLOAD_KINDS)
+        kind = m["kind"].choice(workload_kinds())
         spec = WorkloadSpec(
             kind=kind,
             clients=m["clients"].int_(1, 10_000) if "clients" in m else 1,
@@ -481,21 +488,52 @@ class _Loader:
         return {**where, **out}
 
     # -- checks --------------------------------------------------------------------------
+    def applicable_checks(self) -> set[str]:
+        """What a check name may be: the ``known_checks`` given, else every registered check
+        that means something for this protocol (its defaults and optional checks)."""
+        if self.known_checks is not None:
+            return set(self.known_checks)
+        from lab.checks.registry import all_checks
+        registered = all_checks()
+        return {c for c in protocols.get(self.protocol_name).applicable_checks() if c in registered}
+
     def check_name(self, y: _Y, name: str | None = None) -> str:
         name = name if name is not None else y.str_(what="a check name")
-        if self.known_checks is not None and name not in self.known_checks:
-            known = ", ".join(sorted(self.known_checks)) or "none"
-            raise y.error(f"unknown check {name!r} (known: {known})")
+        known = self.applicable_checks()
+        if name not in known:
+            from lab.checks.registry import all_checks
+            shown = ", ".join(sorted(known)) or "none"
+            if self.known_checks is None and name in all_checks():
+                raise y.error(f"check {name!r} does not apply to {self.protocol_name} "
+                              f"(its checks: {shown})")
+            hint = difflib.get_close_matches(name, sorted(known), n=1)
+            also = f"; did you mean {hint[0]}?" if hint else ""
+            raise y.error(f"unknown check {name!r} (known: {shown}){also}")
         return name
 
-    def checks(self, y: _Y) -> list[str]:
+    def checks(self, y: _Y) -> tuple[list[str], dict[str, dict[str, Any]]]:
+        """Names in order, and the parameters of those given as ``{name: x, param: value}``."""
+        from lab.checks.registry import convert_params
         out: list[str] = []
+        params: dict[str, dict[str, Any]] = {}
         for item in y.seq("list of check names"):
-            name = self.check_name(item)
+            if item.is_map():
+                m = item.mapping(required=("name",), what="check: a name or {name: ..., parameter: ...}")
+                name = self.check_name(m["name"])
+                for key, value in m.items():
+                    if key == "name":
+                        continue
+                    try:
+                        params.setdefault(name, {}).update(convert_params(name, {key: value.value()}))
+                    except ValueError as e:
+                        raise value.error(str(e).split(": ", 1)[1], field=f"{item.field}.{key}",
+                                          line=value.key_line) from None
+            else:
+                name = self.check_name(item)
             if name in out:
                 raise item.error(f"check {name} is listed twice")
             out.append(name)
-        return out
+        return out, params
 
     def expect(self, y: _Y) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -593,6 +631,17 @@ def _fault_dict(step: FaultStep) -> dict[str, Any]:
     return out
 
 
+def _param_text(check: str, key: str, value: Any) -> Any:
+    """A check parameter as YAML writes it, in its declared unit."""
+    from lab.checks.registry import all_params
+    unit = all_params().get(check, {}).get(key, ("", ""))[0]
+    if unit == "s":
+        return duration_text(value)
+    if unit == "%":
+        return percent_text(value)
+    return value
+
+
 def scenario_to_dict(s: Scenario) -> dict[str, Any]:
     """The resolved scenario as YAML-ready data (explicit units); loads back to an equal Scenario."""
     plain = all(n == NodeSpec(f"n{i}") for i, n in enumerate(s.nodes, 1))
@@ -620,7 +669,8 @@ def scenario_to_dict(s: Scenario) -> dict[str, Any]:
                      **w.params})
     out["workload"] = workload
     out["faults"] = [_fault_dict(f) for f in s.faults]
-    out["checks"] = list(s.checks)
+    out["checks"] = [{"name": c, **{k: _param_text(c, k, v) for k, v in s.check_params[c].items()}}
+                     if s.check_params.get(c) else c for c in s.checks]
     out["expect"] = dict(s.expect)
     if s.seed is not None:
         out["seed"] = s.seed

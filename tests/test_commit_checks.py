@@ -3,6 +3,7 @@ workload that produces those reads."""
 
 from __future__ import annotations
 
+import dataclasses
 from random import Random
 from typing import Any
 
@@ -13,7 +14,6 @@ from lab.checks.commit import (
     CHECKS,
     atomicity,
     conservation,
-    make_nonblocking,
     no_commit_after_abort,
     nonblocking,
 )
@@ -34,6 +34,10 @@ def init(node: str, balances: dict[str, int]) -> dict[str, Any]:
 
 def applied(ts: float, node: str, txn: str, deltas: dict[str, int]) -> dict[str, Any]:
     return {"ts": ts, "node": node, "lc": 0, "ev": "apply", "data": {"txn": txn, "deltas": deltas}}
+
+
+def with_params(data: RunData, **params: Any) -> RunData:
+    return dataclasses.replace(data, params=params)
 
 
 def log(ts: float, node: str, msg: str) -> dict[str, Any]:
@@ -149,14 +153,14 @@ def test_nonblocking_catches_a_participant_still_blocked_at_the_end() -> None:
 
 def test_nonblocking_threshold_is_a_parameter() -> None:
     trace = [st(0.0, "p1", "t1", "ready"), st(1.5, "p1", "t1", "committed")]
-    assert make_nonblocking(2.0)(run(trace)).verdict == HOLDS
-    assert make_nonblocking(1.0)(run(trace)).verdict == VIOLATED
+    assert nonblocking(with_params(run(trace), threshold=2.0)).verdict == HOLDS
+    assert nonblocking(with_params(run(trace), threshold=1.0)).verdict == VIOLATED
 
 
 def test_nonblocking_counts_overlapping_blocks_once() -> None:
     trace = [st(0.0, "p1", "a", "prepared"), st(1.0, "p1", "b", "prepared"),
              st(4.0, "p1", "a", "aborted"), st(5.0, "p1", "b", "aborted")]
-    assert make_nonblocking(2.0)(run(trace)).data["blocked_seconds"] == {"p1": 5.0}
+    assert nonblocking(with_params(run(trace), threshold=2.0)).data["blocked_seconds"] == {"p1": 5.0}
 
 
 # -- the transfer workload ------------------------------------------------------------------------

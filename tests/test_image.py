@@ -132,8 +132,49 @@ def test_own_base_is_built_once_then_reused(tree: Path, monkeypatch) -> None:
 
 def test_base_build_refuses_clearly_without_its_tools(tree: Path, monkeypatch) -> None:
     monkeypatch.setattr(image.shutil, "which", lambda tool: None)
-    with pytest.raises(BackendError, match="debootstrap"):
+    with pytest.raises(BackendError, match="docker command is not installed"):
         image.build_base(FakeClient(), "zlab-base:x", lambda _: None, tree)
+
+
+def test_missing_debootstrap_is_installed_with_apt_as_root(monkeypatch) -> None:
+    installed: list[str] = []
+    monkeypatch.setattr(image.shutil, "which",
+                        lambda tool: "/usr/bin/" + tool if tool != "debootstrap" or installed else None)
+    monkeypatch.setattr(image.os, "geteuid", lambda: 0)
+    ran: list[list[str]] = []
+
+    def run(argv: list[str]) -> Any:
+        ran.append(argv)
+        if argv[:2] == ["apt-get", "install"]:
+            installed.append("debootstrap")
+        return image.subprocess.CompletedProcess(argv, 0, "", "")
+
+    said: list[str] = []
+    image.ensure_debootstrap("zlab-base:x", said.append, run)
+    assert ran == [["apt-get", "update", "-qq"],
+                   ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "debootstrap"]]
+    assert any("installing it with apt-get" in s for s in said)
+    ran.clear()
+    image.ensure_debootstrap("zlab-base:x", said.append, run)       # present now: nothing to do
+    assert ran == []
+
+
+def test_missing_debootstrap_without_root_says_what_to_install(monkeypatch) -> None:
+    monkeypatch.setattr(image.shutil, "which", lambda tool: None if tool == "debootstrap" else "/x")
+    monkeypatch.setattr(image.os, "geteuid", lambda: 1000)
+    with pytest.raises(BackendError, match=r"apt-get install debootstrap"):
+        image.ensure_debootstrap("zlab-base:x", lambda _: None, lambda argv: None)
+
+
+def test_a_failing_apt_is_one_clear_error(monkeypatch) -> None:
+    monkeypatch.setattr(image.shutil, "which", lambda tool: None if tool == "debootstrap" else "/x")
+    monkeypatch.setattr(image.os, "geteuid", lambda: 0)
+
+    def run(argv: list[str]) -> Any:
+        return image.subprocess.CompletedProcess(argv, 100, "", "E: Unable to locate package debootstrap")
+
+    with pytest.raises(BackendError, match=r"exited 100: E: Unable to locate package"):
+        image.ensure_debootstrap("zlab-base:x", lambda _: None, run)
 
 
 @pytest.mark.docker

@@ -17,6 +17,7 @@ from lab.history import pair_ops
 from lab.scenario import FaultStep, LinkParams, NetworkSpec, NodeSpec, Scenario, WorkloadSpec
 from lab.sim.backend import SimBackend
 from nodes.protocols.core import Core
+from nodes.protocols.register import Register
 
 pytestmark = pytest.mark.sim
 
@@ -73,7 +74,8 @@ def test_info_retires_the_process_and_the_client_goes_on_as_a_fresh_one(tmp_path
     ops = pair_ops(r.history)
     infos = [op for op in ops if op.outcome == "info"]
     assert len(infos) == 1
-    later = [op for op in ops if op.invoke_ts > infos[0].invoke_ts]
+    end = s.workload.duration          # the workload starts at t=0 on the simulator
+    later = [op for op in ops if infos[0].invoke_ts < op.invoke_ts < end]
     assert later and all(op.process != infos[0].process for op in later)
     assert {op.process for op in later} == {infos[0].process + 1}
     # The paused node answered the held request once resumed; the history still says info.
@@ -253,7 +255,39 @@ def test_kv_writes_unique_increasing_values_and_follows_its_ratios() -> None:
     share = {f: sum(op["f"] == f for op in ops) / len(ops) for f in ("read", "cas", "delete", "write")}
     assert share == pytest.approx({"read": 0.3, "cas": 0.2, "delete": 0.1, "write": 0.4}, abs=0.03)
     assert {op["key"] for op in ops} == {"k0", "k1", "k2", "k3"}
-    assert wl.final_ops() == []
+    # Jepsen's final reads: every key, at the leader (None), after the heal and the settle
+    assert wl.final_ops() == [(None, {"f": "read", "key": f"k{i}", "value": None}) for i in range(4)]
+
+
+def test_final_reads_of_every_key_are_in_the_history(tmp_path: Path) -> None:
+    s = register_scenario(workload={"params": {"keys": 3}})
+    r = run(s, tmp_path)
+    end = max(e["ts"] for e in r.history if e["ts"] <= s.workload.duration + 0.1)
+    final = [op for op in pair_ops(r.history) if op.invoke_ts > end]
+    assert [(op.f, op.key, op.outcome) for op in final] == [("read", f"k{i}", "ok") for i in range(3)]
+    assert set(r.final["reads"]) == {"k0", "k1", "k2"} and r.final["unanswered"] == []
+
+
+def test_a_final_read_is_retried_until_ok_and_every_attempt_is_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = register_scenario(workload={"params": {"keys": 1}})
+    sim = {}
+
+    class Flaky(Register):
+        """Answers every op, but ignores the first two final reads (the node is 'slow')."""
+
+        def handle_request(self, client: str, op: dict[str, Any]) -> None:
+            if self.ctx.now() >= s.workload.duration + s.settle and op["f"] == "read":
+                sim["n"] = sim.get("n", 0) + 1
+                if sim["n"] <= 2:
+                    return
+            super().handle_request(client, op)
+
+    with_core(monkeypatch, Flaky)
+    r = run(s, tmp_path)
+    final = [op for op in pair_ops(r.history) if op.invoke_ts >= s.workload.duration + s.settle]
+    assert [op.outcome for op in final] == ["info", "info", "ok"]
+    assert r.final["reads"] == {"k0": final[-1].value_out}
 
 
 def test_kv_params_are_checked() -> None:

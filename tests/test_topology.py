@@ -60,7 +60,7 @@ faults:
   - {at: 19s, reorder: {nodes: n2, value: 50%}}
   - {at: 20s, rate: {from: n1, rate: 500kbit}}
   - {at: 21s, partition: leader}
-checks: [election_safety, linearizable]
+checks: [{name: linearizable, time_limit: 2s}]
 expect: {linearizable: violated}
 seed: 42
 settle: 3s
@@ -94,7 +94,7 @@ def test_full_scenario_top_level():
     assert (s.name, s.protocol, s.seed, s.settle) == ("full", "register", 42, 3.0)
     assert s.source == "t.yaml"
     assert s.config == {"bugs": []}
-    assert s.checks == ["election_safety", "linearizable"]
+    assert s.checks == ["linearizable"] and s.check_params == {"linearizable": {"time_limit": 2.0}}
     assert s.expect == {"linearizable": "violated"}
     assert s.raw["description"] == "every key once"
 
@@ -202,17 +202,37 @@ def test_missing_file_is_a_config_error(tmp_path):
     assert str(tmp_path / "nope.yaml") in str(info.value)
 
 
-def test_known_checks_are_enforced_only_when_given():
-    e = error(FULL, known_checks={"election_safety"})
-    assert (e.line, e.field) == (31, "checks[1]")
-    assert "unknown check 'linearizable'" in str(e)
-    assert load(FULL, known_checks={"election_safety", "linearizable"}).checks
-    e = error(BASE + "expect:\n  atomicity: violated\n", known_checks={"linearizable"})
-    assert (e.line, e.field) == (5, "expect.atomicity") and "unknown check" in e.message
+def test_checks_must_be_registered_and_apply_to_the_protocol():
+    e = error(BASE + "checks: [linearizable, linearisable]\n")
+    assert (e.line, e.field) == (4, "checks[1]")
+    assert "unknown check 'linearisable'" in str(e) and "did you mean linearizable" in str(e)
+    # atomicity is a real check, but of 2PC/3PC: on register it would pass vacuously
+    e = error(BASE + "checks: [atomicity]\n")
+    assert (e.line, e.field) == (4, "checks[0]")
+    assert "check 'atomicity' does not apply to register (its checks: linearizable)" in str(e)
+    e = error(BASE + "expect:\n  atomicity: violated\n")
+    assert (e.line, e.field) == (5, "expect.atomicity") and "does not apply" in e.message
+    # an explicit set of known checks overrides the protocol's (for tests of the loader itself)
+    assert load(BASE + "checks: [a]\n", known_checks={"a"}).checks == ["a"]
+
+
+def test_check_parameters_are_converted_and_refused_with_their_line():
+    s = load(BASE.replace("register", "twopc").replace("nodes: 3", "nodes:\n  - {name: n1, role: coordinator}\n  - n2\n  - n3")
+             + "checks:\n  - atomicity\n  - {name: nonblocking, threshold: 500ms}\n")
+    assert s.checks == ["atomicity", "nonblocking"]
+    assert s.check_params == {"nonblocking": {"threshold": 0.5}}
+    assert round_trip(s).check_params == s.check_params
+    e = error(BASE + "checks:\n  - {name: linearizable, time_limit: soon}\n")
+    assert (e.line, e.field) == (5, "checks[0].time_limit") and "expected a duration" in e.message
+    e = error(BASE + "checks:\n  - {name: linearizable, threshold: 2s}\n")
+    assert (e.line, e.field) == (5, "checks[0].threshold")
+    assert "takes no parameter 'threshold' (its parameters: time_limit)" in e.message
+    e = error(BASE + "checks:\n  - {time_limit: 2s}\n")
+    assert e.field == "checks[0].name" and "required" in e.message
 
 
 def test_expect_may_name_a_check_that_checks_leaves_out():
-    s = load(BASE + "checks: [a]\nexpect: {b: violated}\n")
+    s = load(BASE + "checks: [a]\nexpect: {b: violated}\n", known_checks={"a", "b"})
     assert s.checks == ["a"] and s.expect == {"b": "violated"}
 
 
@@ -263,9 +283,7 @@ def _importable(protocol: str) -> bool:
 def test_shipped_topologies_load_and_round_trip(path):
     doc = yaml.safe_load(path.read_text())
     if _importable(doc["protocol"]):
-        from lab.checks.registry import all_checks
-
-        s = load_scenario(str(path), known_checks=set(all_checks()))
+        s = load_scenario(str(path))
     else:
         # Check everything but the protocol config, which needs the core.
         doc["protocol"] = "register"
@@ -356,8 +374,8 @@ ERRORS = [
     ("workload:\n  kind: kv\n", 4, "workload.duration", "needs a duration"),
     ("workload:\n  kind: kv\n  duration: 5s\n  timeout: 0s\n", 7, "workload.timeout", "above 0s"),
     ("checks: election_safety\n", 4, "checks", "expected a list of check names"),
-    ("checks: [a, b, a]\n", 4, "checks[2]", "listed twice"),
-    ("expect:\n  a: broken\n", 5, "expect.a", "holds, violated"),
+    ("checks: [linearizable, linearizable]\n", 4, "checks[1]", "listed twice"),
+    ("expect:\n  linearizable: broken\n", 5, "expect.linearizable", "holds, violated"),
     ("seed: -1\n", 4, "seed", "from 0"),
     ("seed: '42'\n", 4, "seed", "whole number"),
     ("settle: soon\n", 4, "settle", "duration"),

@@ -22,6 +22,9 @@ class RunData:
     history: list[dict[str, Any]]
     final: dict[str, Any] = field(default_factory=dict)   # workload's final reads, e.g. balances
     time_limit: float = 30.0                 # s a search-based checker may spend before it answers unknown
+    # The parameters the scenario gave the check now running (`checks: [{name: x, threshold: 2s}]`),
+    # converted to their units; each checker module declares what it takes in its PARAMS.
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -36,3 +39,8 @@ class Verdict:
 
 
 Checker = Callable[[RunData], Verdict]
+
+# What a checker module exports: ``CHECKS`` (name -> Checker) and, for checks that take
+# parameters, ``PARAMS`` (name -> {parameter: (unit, doc)}), units as protocol tunables use
+# them (``s``, ``%``, ``count``, ...: nodes/protocols/core.py).
+Params = dict[str, dict[str, tuple[str, str]]]

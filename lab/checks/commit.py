@@ -211,53 +211,48 @@ def _coordinator_restarts(data: RunData, txns: dict[str, _Txn]) -> list[float]:
             and fields(e).get("msg") == "recovered"]
 
 
-def make_nonblocking(threshold: float = THRESHOLD) -> Checker:
-    """The nonblocking checker with its own threshold (seconds)."""
-
-    def nonblocking(data: RunData) -> Verdict:
-        txns = transactions(data.trace)
-        end = _end(data.trace)
-        spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        at_end: dict[str, list[str]] = defaultdict(list)
-        longest = (0.0, "", "")
-        resolved: list[float] = []          # when blocking that was over the threshold ended
-        for tid, t in txns.items():
-            for p in t.participants():
-                since = t.first(p, UNDECIDED)
-                if since is None:
-                    continue
-                decided = t.first(p, DECIDED)
-                until = decided if decided is not None else end
-                if decided is None:
-                    at_end[p].append(tid)
-                if until - since > threshold or decided is None:
-                    spans[p].append((since, until))
-                    if decided is not None:
-                        resolved.append(decided)
-                    if until - since > longest[0]:
-                        longest = (until - since, p, tid)
-        seconds = {p: round(_union(v), 3) for p, v in sorted(spans.items())}
-        out = {"threshold": threshold, "blocked_seconds": seconds,
-               "blocked_at_end": {p: sorted(v)[:SHOW] for p, v in sorted(at_end.items())},
-               "longest": {"seconds": round(longest[0], 3), "participant": longest[1], "txn": longest[2]}}
-        if not spans:
-            return Verdict("nonblocking", HOLDS,
-                           f"no participant stayed undecided longer than {threshold:g} s", out)
-        worst = max(seconds.values())
-        detail = (f"{_label(data)}: {len(spans)} participant{'s' if len(spans) != 1 else ''} "
-                  f"blocked {worst:.1f} s holding locks")
-        restarts = _coordinator_restarts(data, txns)
-        if resolved and any(r <= max(resolved) <= r + RESTART_WINDOW for r in restarts):
-            detail += " until the coordinator restarted"
-        if at_end:
-            n = sum(len(v) for v in at_end.values())
-            detail += f"; {n} transaction{'s' if n != 1 else ''} still blocked at the end"
-        return Verdict("nonblocking", VIOLATED, detail, out)
-
-    return nonblocking
-
-
-nonblocking = make_nonblocking()
+def nonblocking(data: RunData) -> Verdict:
+    """``threshold`` (s, YAML ``{name: nonblocking, threshold: 2s}``): how long a participant
+    may stay undecided holding locks before it counts as blocked."""
+    threshold = data.params.get("threshold", THRESHOLD)
+    txns = transactions(data.trace)
+    end = _end(data.trace)
+    spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    at_end: dict[str, list[str]] = defaultdict(list)
+    longest = (0.0, "", "")
+    resolved: list[float] = []          # when blocking that was over the threshold ended
+    for tid, t in txns.items():
+        for p in t.participants():
+            since = t.first(p, UNDECIDED)
+            if since is None:
+                continue
+            decided = t.first(p, DECIDED)
+            until = decided if decided is not None else end
+            if decided is None:
+                at_end[p].append(tid)
+            if until - since > threshold or decided is None:
+                spans[p].append((since, until))
+                if decided is not None:
+                    resolved.append(decided)
+                if until - since > longest[0]:
+                    longest = (until - since, p, tid)
+    seconds = {p: round(_union(v), 3) for p, v in sorted(spans.items())}
+    out = {"threshold": threshold, "blocked_seconds": seconds,
+           "blocked_at_end": {p: sorted(v)[:SHOW] for p, v in sorted(at_end.items())},
+           "longest": {"seconds": round(longest[0], 3), "participant": longest[1], "txn": longest[2]}}
+    if not spans:
+        return Verdict("nonblocking", HOLDS,
+                       f"no participant stayed undecided longer than {threshold:g} s", out)
+    worst = max(seconds.values())
+    detail = (f"{_label(data)}: {len(spans)} participant{'s' if len(spans) != 1 else ''} "
+              f"blocked {worst:.1f} s holding locks")
+    restarts = _coordinator_restarts(data, txns)
+    if resolved and any(r <= max(resolved) <= r + RESTART_WINDOW for r in restarts):
+        detail += " until the coordinator restarted"
+    if at_end:
+        n = sum(len(v) for v in at_end.values())
+        detail += f"; {n} transaction{'s' if n != 1 else ''} still blocked at the end"
+    return Verdict("nonblocking", VIOLATED, detail, out)
 
 CHECKS: dict[str, Checker] = {
     "atomicity": atomicity,
@@ -265,3 +260,6 @@ CHECKS: dict[str, Checker] = {
     "no_commit_after_abort": no_commit_after_abort,
     "nonblocking": nonblocking,
 }
+
+PARAMS = {"nonblocking": {"threshold": ("s", "how long a participant may stay undecided, holding "
+                                              "locks, before it counts as blocked (default 2s)")}}

@@ -357,7 +357,7 @@ def check_events(events: Sequence[dict[str, Any]], model: str = "kv",
 
 
 def check(run: RunData) -> Verdict:
-    return check_events(run.history, "kv", run.time_limit)
+    return check_events(run.history, "kv", run.params.get("time_limit", run.time_limit))
 
 
 def check_history_file(path: str | Path, model: str = "kv", time_limit: float = 30.0) -> Verdict:
@@ -368,6 +368,8 @@ def check_history_file(path: str | Path, model: str = "kv", time_limit: float = 
 
 
 CHECKS = {NAME: check}
+PARAMS = {NAME: {"time_limit": ("s", "how long the search may take before it answers unknown "
+                                     "(exit 2); default 30s, or zlab's --time-limit")}}
 
-__all__ = ["CHECKS", "MODELS", "check", "check_events", "check_history_file", "check_key",
+__all__ = ["CHECKS", "MODELS", "PARAMS", "check", "check_events", "check_history_file", "check_key",
            "check_ops", "describe_op"]

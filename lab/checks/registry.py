@@ -6,11 +6,14 @@ so that a missing or broken module costs only its own checks.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Iterable, Mapping
+from typing import Any
 
-from lab.checks.base import HOLDS, UNKNOWN, VIOLATED, Checker, RunData, Verdict
+from lab.checks.base import HOLDS, UNKNOWN, VIOLATED, Checker, Params, RunData, Verdict
 from lab.errors import ConfigError
-from nodes.loader import load
+from nodes.protocols.core import convert
 
 MODULES = ("lab.checks.raft", "lab.checks.linearizable", "lab.checks.commit")
 
@@ -21,8 +24,56 @@ def all_checks() -> dict[str, Checker]:
     """Name -> checker, over every checker module."""
     out: dict[str, Checker] = {}
     for name in MODULES:     # a checker module that fails to import is an error, not a gap
-        out.update(load(f"{name}:CHECKS"))
+        out.update(importlib.import_module(name).CHECKS)
     return out
+
+
+def all_params() -> Params:
+    """Check name -> {parameter: (unit, doc)}, over every checker module."""
+    out: Params = {}
+    for name in MODULES:
+        out.update(getattr(importlib.import_module(name), "PARAMS", {}))
+    return out
+
+
+def convert_params(check: str, raw: Mapping[str, Any], declared: Params | None = None) -> dict[str, Any]:
+    """A check's parameters as written (``{threshold: 2s}``) in their units; ValueError names the
+    parameter that is unknown or wrong (the YAML loader and ``zlab check`` both use this)."""
+    takes = (all_params() if declared is None else declared).get(check, {})
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in takes:
+            known = ", ".join(sorted(takes)) or "none"
+            raise ValueError(f"{key}: {check} takes no parameter {key!r} (its parameters: {known})")
+        try:
+            out[key] = convert(takes[key][0], value)
+        except ValueError as e:
+            raise ValueError(f"{key}: {e}") from None
+    return out
+
+
+def split_check_items(items: Iterable[Any]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """A ``checks:`` list as stored in a run directory's scenario.yaml (names, or mappings with
+    ``name`` and parameters) -> (names, name -> converted parameters)."""
+    names: list[str] = []
+    params: dict[str, dict[str, Any]] = {}
+    declared = all_params()
+    for item in items:
+        if isinstance(item, Mapping):
+            raw = dict(item)
+            name = raw.pop("name", None)
+            if not isinstance(name, str):
+                raise ConfigError(f"a check given as a mapping needs a name, got {item!r}")
+            try:
+                params[name] = convert_params(name, raw, declared)
+            except ValueError as e:
+                raise ConfigError(str(e), field=f"checks.{name}") from None
+        elif isinstance(item, str):
+            name = item
+        else:
+            raise ConfigError(f"a check is a name or a mapping with a name, got {item!r}")
+        names.append(name)
+    return names, params
 
 
 def expected(name: str, expect: Mapping[str, str]) -> str:
@@ -30,9 +81,11 @@ def expected(name: str, expect: Mapping[str, str]) -> str:
 
 
 def run_checks(names: Iterable[str], data: RunData,
-               expect: Mapping[str, str] | None = None) -> tuple[list[Verdict], int]:
-    """Run each named check; return the verdicts and the exit code of DESIGN.md:
-    0 every verdict as expected, 1 one differs, 2 one could not decide (and none differs)."""
+               expect: Mapping[str, str] | None = None,
+               params: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[list[Verdict], int]:
+    """Run each named check (with its ``params``, already converted); return the verdicts and
+    the exit code of DESIGN.md: 0 every verdict as expected, 1 one differs, 2 one could not
+    decide (and none differs)."""
     expect = dict(expect or {})
     known = all_checks()
     names = list(names)
@@ -43,9 +96,10 @@ def run_checks(names: Iterable[str], data: RunData,
         if want not in (HOLDS, VIOLATED):
             raise ConfigError(f"expect.{name} must be holds or violated, got {want!r}")
     verdicts = []
+    params = params or {}
     for name in names:
         try:
-            v = known[name](data)
+            v = known[name](dataclasses.replace(data, params=dict(params.get(name, {}))))
         except Exception as e:  # noqa: BLE001 - a crashing checker decides nothing; say why
             v = Verdict(name, UNKNOWN, f"checker failed: {type(e).__name__}: {e}")
         verdicts.append(v)

@@ -32,3 +32,8 @@ class Workload(ABC):
     def record_final(self, results: list[dict[str, Any]]) -> dict[str, Any]:
         """Turn the answers to final_ops into final.json's content."""
         return {}
+
+    def metrics(self, trace: list[dict[str, Any]], history: list[dict[str, Any]],
+                final: dict[str, Any]) -> dict[str, Any]:
+        """This workload's own figures for metrics.json, beside the generic ones (lab/metrics.py)."""
+        return {}

@@ -2,7 +2,8 @@
 
 Writes carry unique, increasing values (1, 2, 3, ... over the whole run), so a
 read can always say which write it saw and a lost or resurrected write shows
-up as a read no linearization explains.
+up as a read no linearization explains. The run ends with a read of every key
+(Jepsen's final reads), so a write acknowledged late and then lost is seen too.
 """
 
 from __future__ import annotations
@@ -60,6 +61,19 @@ class KvWorkload(Workload):
         value = self._value()
         self._last[key] = value
         return {"f": "write", "key": key, "value": value}
+
+    def final_ops(self) -> list[tuple[str | None, dict[str, Any]]]:
+        """Jepsen's final reads: every key once, through the protocol, after the heal and the settle."""
+        return [(None, {"f": "read", "key": self.key_name(i), "value": None}) for i in range(self.keys)]
+
+    def record_final(self, results: list[dict[str, Any]]) -> dict[str, Any]:
+        """final.json: what each final read saw (absent keys as null; unanswered ones left out)."""
+        reads = {}
+        for i, res in enumerate(results):
+            if res.get("type") == "ok":
+                reads[self.key_name(i)] = res.get("value")
+        return {"reads": reads, "unanswered": [self.key_name(i) for i, r in enumerate(results)
+                                               if r.get("type") != "ok"]}
 
 
 def _param(params: dict[str, Any], name: str, default: Any, kind: type, scenario: Scenario) -> Any:

@@ -113,7 +113,11 @@ class Core:
     tunables: ClassVar[type[Tunables]] = Tunables
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     bugs: ClassVar[Mapping[str, str]] = {}          # bug name -> what it breaks
+    #: the checks a run of this protocol gets when its scenario names none
     default_checks: ClassVar[tuple[str, ...]] = ()
+    #: further checks that mean something for this protocol (a scenario may name them);
+    #: the loader refuses any other check, so one cannot pass vacuously on the wrong protocol
+    optional_checks: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ctx: Context, config: Tunables) -> None:
         self.ctx = ctx
@@ -139,6 +143,11 @@ class Core:
     def has_bug(self, bug: str) -> bool:
         return bug in self.config.bugs
 
+    @classmethod
+    def applicable_checks(cls) -> tuple[str, ...]:
+        """Every check a scenario of this protocol may name: the defaults, then the optional ones."""
+        return (*cls.default_checks, *(c for c in cls.optional_checks if c not in cls.default_checks))
+
 
 class ConfigValueError(ValueError):
     """A protocol config value is wrong; ``field`` names it for the YAML loader."""
@@ -149,13 +158,15 @@ class ConfigValueError(ValueError):
         self.message = message
 
 
-def _convert(unit: str, value: Any) -> Any:
+def convert(unit: str, value: Any) -> Any:
+    """A YAML value in ``unit`` (see :class:`Tunables`) as Python: seconds, fractions, ints...
+    Raises ValueError saying what was expected. Checker parameters use the same units."""
     if unit == "s":
         return value if isinstance(value, float) else parse_duration(value)
     if unit == "s-range":
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise ValueError(f"expected a range like [150ms, 300ms], got {value!r}")
-        lo, hi = (_convert("s", v) for v in value)
+        lo, hi = (convert("s", v) for v in value)
         if lo > hi:
             raise ValueError(f"range low end {lo}s is above its high end {hi}s")
         return (lo, hi)
@@ -209,7 +220,7 @@ def build_config(core: type[Core], raw: Mapping[str, Any] | None) -> Tunables:
             known = ", ".join(sorted(fields))
             raise ConfigValueError(key, f"unknown setting for {core.name} (known: {known})")
         try:
-            out[key] = _convert(f.metadata.get("unit", "name"), value)
+            out[key] = convert(f.metadata.get("unit", "name"), value)
         except ValueError as e:
             raise ConfigValueError(key, str(e)) from None
     for bug in out.get("bugs", ()):

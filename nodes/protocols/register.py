@@ -10,6 +10,7 @@ from nodes.protocols.core import Core
 class Register(Core):
     name = "register"
     message_types = frozenset({"echo", "echo_reply"})
+    optional_checks = ("linearizable",)
 
     def start(self) -> None:
         self.value = self.ctx.storage.get("value")
