@@ -189,21 +189,27 @@ def run_stats(trace: Sequence[dict[str, Any]], history: Sequence[dict[str, Any]]
 # -- views --------------------------------------------------------------------------------------
 
 # (renderer, file, arguments) of each view; one that cannot render is noted in report.md.
+# A renderer returns False when its dependency is missing, None (writing nothing) when the
+# view does not apply to the run (a gossip view of a Raft run).
 VIEWS = (("lab.views.perfetto:write_perfetto", "trace.perfetto.json", ("trace",)),
          ("lab.views.plots:write_plots", "plots.png", ("history", "trace")),
-         ("lab.views.spacetime:write_spacetime", "spacetime.svg", ("trace",)))
+         ("lab.views.spacetime:write_spacetime", "spacetime.svg", ("trace",)),
+         ("lab.views.spread:write_spread", "spread.png", ("trace", "history", "scenario")))
 
 
 def write_views(run_dir: Path, trace: Sequence[dict[str, Any]],
-                history: Sequence[dict[str, Any]]) -> list[str]:
-    """Render the views into ``run_dir``; returns notes on what could not be made."""
+                history: Sequence[dict[str, Any]], scenario: dict[str, Any] | None = None) -> list[str]:
+    """Render the views into ``run_dir``; returns notes on what could not be made.
+    ``scenario`` is the resolved scenario (what the run directory's scenario.yaml holds)."""
     notes = []
-    inputs = {"trace": list(trace), "history": list(history)}
+    inputs = {"trace": list(trace), "history": list(history), "scenario": dict(scenario or {})}
     for renderer, filename, args in VIEWS:
         try:
             made = load(renderer)(*(inputs[a] for a in args), run_dir / filename)
         except Exception as e:  # noqa: BLE001 - a view is a convenience; the run still stands
             notes.append(f"{filename} not written: {type(e).__name__}: {e}")
+            continue
+        if made is None and not (run_dir / filename).exists():
             continue
         if made is False or not (run_dir / filename).exists():
             notes.append(f"{filename} not written (its renderer's dependency is missing)")
@@ -234,7 +240,7 @@ def write_report(result: RunResult, extra_notes: Sequence[str] = ()) -> None:
     run_dir = result.run_dir
     s = result.scenario
     write_checks(run_dir, result.verdicts, s.expect, result.exit_code)
-    view_notes = write_views(run_dir, result.trace, result.history)
+    view_notes = write_views(run_dir, result.trace, result.history, result.resolved)
     st = result.stats
     lines = [
         f"# {s.name}",

@@ -145,7 +145,7 @@ class Clients:
         if slot.busy or now >= self._end or self.workload is None:
             return
         op = self.workload.next_op(slot.process)
-        self.invoke(slot, op)
+        self.invoke(slot, op, node=self.workload.node_for(op))
 
     def _after(self, slot: _Slot) -> None:
         """A slot's op finished: a closed-loop client goes straight on."""

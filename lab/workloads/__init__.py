@@ -25,6 +25,11 @@ class Workload(ABC):
     def next_op(self, process: int) -> dict[str, Any]:
         """The next operation of client ``process``: ``{"f": ..., "key": ..., "value": ...}``."""
 
+    def node_for(self, op: dict[str, Any]) -> str | None:
+        """The node ``op`` goes to, or None to let the runner choose (the last node that
+        answered this client, else a random one)."""
+        return None
+
     def final_ops(self) -> list[tuple[str | None, dict[str, Any]]]:
         """(node or None for 'the leader', op) to run once faults are healed; results go to final.json."""
         return []
