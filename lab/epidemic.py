@@ -22,6 +22,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -231,3 +232,42 @@ def model_for(scenario: dict[str, object]) -> Model | None:
 
     return Model.of(n, cfg, delay=get("delay", parse_duration, 0.0),
                     jitter=get("jitter", parse_duration, 0.0), loss=get("loss", parse_percent, 0.0))
+
+
+# -- the N-sweep: the simulator against this model ----------------------------------------------
+
+# memberlist's GossipNodes and GossipInterval; rumors kept long enough to leave no residue, and
+# nothing else running, so that what spreads a value is exactly the model above.
+SWEEP_CONFIG = {"mode": "push", "fanout": 3, "interval": "200ms", "stop": "counter", "stop_k": 10,
+                "anti_entropy": "0s", "heartbeat": "0s"}
+SWEEP_DELAY = 0.001
+
+
+def sweep_scenario(n: int, duration: float, rate: float = 5.0, seed: int = 1) -> Any:
+    """``n`` gossip nodes under ``SWEEP_CONFIG`` taking ``rate`` broadcasts a second."""
+    from lab.scenario import LinkParams, NetworkSpec, NodeSpec, Scenario, WorkloadSpec
+
+    return Scenario(name=f"gossip-sweep-{n}", protocol="gossip",
+                    nodes=[NodeSpec(f"n{i}") for i in range(1, n + 1)], config=dict(SWEEP_CONFIG),
+                    network=NetworkSpec(default=LinkParams(delay=SWEEP_DELAY)),
+                    workload=WorkloadSpec(kind="broadcast", clients=5, rate=rate, duration=duration),
+                    checks=["eventual_delivery"], settle=3.0, seed=seed)
+
+
+def sweep_model(n: int) -> Model:
+    from nodes.protocols import get as get_protocol
+    from nodes.protocols.core import build_config
+
+    return Model.of(n, build_config(get_protocol("gossip"), SWEEP_CONFIG), delay=SWEEP_DELAY)
+
+
+def measured_rounds(n: int, duration: float, seed: int = 1) -> tuple[float, int, dict[str, Any]]:
+    """(mean rounds to reach every node, values measured, the run's metrics) of one simulator
+    run of :func:`sweep_scenario`."""
+    from lab.runner import run_scenario
+
+    result = run_scenario(sweep_scenario(n, duration, seed=seed), "sim", seed=seed, quiet=True,
+                          write=False)
+    d = result.metrics["dissemination"]["rounds"]
+    count = sum(1 for _ in result.history if _.get("f") == "broadcast" and _.get("type") == "ok")
+    return d["mean"], count, result.metrics

@@ -66,6 +66,10 @@ def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return out
 
 
+def _nodes(k: int) -> str:
+    return "1 node" if k == 1 else f"{k} nodes"
+
+
 def convergence(run: RunData) -> Verdict:
     name = "convergence"
     final = run.final or {}
@@ -86,7 +90,7 @@ def convergence(run: RunData) -> Verdict:
     why = "; ".join(_differences(states[first[0]], states[second[0]]))
     return Verdict(name, VIOLATED,
                    f"{len(groups)} different states among {len(states)} live nodes: "
-                   f"{first[0]} ({len(first)} nodes) vs {second[0]} ({len(second)}): {why}",
+                   f"{first[0]} ({_nodes(len(first))}) vs {second[0]} ({_nodes(len(second))}): {why}",
                    {"groups": ordered[:SHOW], "count": len(groups)})
 
 

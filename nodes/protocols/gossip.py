@@ -213,6 +213,9 @@ class Origin:
         return w > self.w or any(s not in held for s in extras)
 
 
+NO_UPDATES = Origin()        # what a node holds of an origin it has heard nothing from (never mutated)
+
+
 def _valid_value(v: Any) -> bool:
     return type(v) is str or type(v) is int
 
@@ -336,14 +339,20 @@ class Gossip(Core):
         self.me = ctx.node
         self.peers = sorted(n for n in ctx.nodes if n != ctx.node)
         self.order = sorted(ctx.nodes)                    # the membership: static, so digests are positional
-        self.origins = {n: Origin() for n in self.order}
+        self.members = frozenset(self.order)
+        # Made on first use: a node of a 1,000-node lab knows few origins' updates at a time.
+        self.origins: dict[str, Origin] = {}
         self.visible: set[Any] = set()          # values held and not dead
         self.dead: set[Any] = set()             # values with a death certificate
         self.dots: dict[Any, list[tuple[str, int]]] = {}   # value -> dots holding it
         # rumor -> [strikes so far (rounds that sent it, or peers that knew it), the update]
         self.hot: dict[tuple[str, int], list[Any]] = {}
         self.endpoints: dict[str, list[Any]] = {}
-        self.detectors: dict[str, Detector] = {}
+        self.detectors: dict[str, Detector] = {}        # made at a peer's first heartbeat
+        self.peer_set = frozenset(self.peers)
+        self.first_deadline = math.inf                  # conviction of a peer never heard from
+        self.started = 0.0
+        self.bootstrap = 1.0
         self.down: set[str] = set()
         self.live: list[str] = list(self.peers)             # peers not convicted, sorted
         self.seq = 0
@@ -381,8 +390,9 @@ class Gossip(Core):
         self.touch()
         now = self.ctx.now()
         bootstrap = 2 * max(cfg.heartbeat, cfg.anti_entropy, cfg.interval if cfg.fanout else 0.0)
-        self.detectors = {p: Detector(now, bootstrap, cfg.phi_window, cfg.phi_threshold)
-                          for p in self.peers}
+        self.started = now
+        self.bootstrap = bootstrap
+        self.first_deadline = now + cfg.phi_threshold / LOG10_E * bootstrap
         self.ctx.trace("state", data={"generation": self.gen, "values": len(self.visible)})
         # Random first ticks, so that the nodes' rounds do not fall into step (as memberlist).
         if cfg.fanout and self.peers:
@@ -403,7 +413,11 @@ class Gossip(Core):
         certificate kills its value. Traced as ``apply {f: add|del, value, via}``."""
         origin, seq, kind, value = update
         org = self.origins.get(origin)
-        if org is None or seq in org.held:
+        if org is None:
+            if origin not in self.members:
+                return False
+            org = self.origins[origin] = Origin()
+        elif seq in org.held:
             return False
         org.add(seq, update)
         if kind == VALUE:
@@ -437,8 +451,9 @@ class Gossip(Core):
                 return None
             org = origins.get(u[0])
             if org is None:
-                return None
-            if u[1] in org.held:
+                if u[0] not in self.members:
+                    return None
+            elif u[1] in org.held:
                 known.append((u[0], u[1]))
                 continue
             if u[1] < 1 or u[2] not in (VALUE, CERT) or not _valid_value(u[3]):
@@ -518,7 +533,7 @@ class Gossip(Core):
 
     # -- entry points -------------------------------------------------------------------------
     def handle_message(self, src: str, type: str, body: dict[str, Any]) -> None:
-        if src not in self.detectors or not well_formed(type, body, len(self.order)):
+        if src not in self.peer_set or not well_formed(type, body, len(self.order)):
             self.malformed(src, type)
             return
         self._handlers[type](src, body)
@@ -644,8 +659,9 @@ class Gossip(Core):
         out: list[int] = []
         endpoints, origins = self.endpoints, self.origins
         for o in self.order:
-            e = endpoints.get(o)
-            out += (e[G], e[HB], e[VER], origins[o].w) if e else (0, 0, 0, origins[o].w)
+            e, org = endpoints.get(o), origins.get(o)
+            w = org.w if org is not None else 0
+            out += (e[G], e[HB], e[VER], w) if e else (0, 0, 0, w)
         return out
 
     def entries(self, origins: Iterable[str]) -> dict[str, list[int]]:
@@ -653,34 +669,48 @@ class Gossip(Core):
         out = {}
         for o in origins:
             e = self.endpoints.get(o) or (0, 0, 0)
-            out[o] = [e[G], e[HB], e[VER], self.origins[o].w]
+            org = self.origins.get(o)
+            out[o] = [e[G], e[HB], e[VER], org.w if org is not None else 0]
         return out
 
     def extras(self, origins: Iterable[str]) -> dict[str, list[int]]:
-        return {o: sorted(self.origins[o].extras) for o in origins if self.origins[o].extras}
+        out = {}
+        for o in origins:
+            org = self.origins.get(o)
+            if org is not None and org.extras:
+                out[o] = sorted(org.extras)
+        return out
 
     def compare(self, entries: Iterable[tuple[str, int, int, int, int]], x: dict[str, list[int]],
                 want: list[str] | None = None) -> tuple[list[list[Any]], dict[str, list[Any]]]:
         """Against a peer's digest ``entries`` (origin, generation, heartbeat, version,
         watermark) and extras ``x``: the updates and endpoint states the peer lacks; the
-        origins of which the peer holds something we lack go into ``want``."""
+        origins of which the peer holds something we lack go into ``want``.
+
+        Runs over every member on every exchange (Cassandra's digests are as long), so the
+        common case, nothing to do for an origin, is a few integer comparisons."""
         updates: list[list[Any]] = []
         endpoints: dict[str, list[Any]] = {}
-        mine, origins, limit = self.endpoints, self.origins, self.config.max_batch
+        mine, origins, limit, me = self.endpoints, self.origins, self.config.max_batch, self.me
         for o, gen, hb, ver, w in entries:
             org = origins.get(o)
-            if org is None:
-                continue
-            xo = x.get(o, ())
-            if (org.w > w or org.extras) and len(updates) < limit:
-                updates += org.above(w, xo)
+            if org is not None:
+                ow = org.w
+                if (ow > w or org.extras) and len(updates) < limit:
+                    updates += org.above(w, x.get(o, ()))
+            else:
+                ow = 0
             e = mine.get(o)
-            eg = e[G] if e else 0
-            if e is not None and (eg > gen or (eg == gen and (e[VER] > ver or e[HB] > hb))):
+            if e is None:
+                if want is not None and o in self.members and (gen or w > ow or o in x):
+                    want.append(o)
+                continue
+            eg = e[0]
+            if eg > gen or (eg == gen and (e[2] > ver or e[1] > hb)):
                 endpoints[o] = list(e)
-            if want is not None and o != self.me and (
-                    gen > eg or (gen == eg and e is not None and (ver > e[VER] or hb > e[HB]))
-                    or org.lacks_any(w, xo)):
+            if want is not None and o != me and (
+                    gen > eg or (gen == eg and (ver > e[2] or hb > e[1])) or w > ow
+                    or (o in x and (org or NO_UPDATES).lacks_any(w, x[o]))):
                 want.append(o)
         return updates[:limit], endpoints
 
@@ -712,15 +742,17 @@ class Gossip(Core):
 
     # -- endpoint state and failure detection -------------------------------------------------
     def merge_endpoint(self, origin: str, e: list[Any]) -> None:
-        if origin == self.me or origin not in self.detectors:
-            return
         mine = self.endpoints.get(origin)
         if mine is None or e[G] > mine[G] or (e[G] == mine[G] and e[VER] > mine[VER]):
+            if origin not in self.peer_set:
+                return          # ourselves, or not a member
             hb = mine[HB] if mine is not None and mine[G] == e[G] else 0
             self.endpoints[origin] = [e[G], hb, e[VER], e[LOAD], e[SCH]]
             sch = e[SCH]
             if sch[0] > self.schema[0] or (sch[0] == self.schema[0] and sch[2] > self.schema[2]):
                 self.adopt_schema(list(sch))
+        elif e[G] < mine[G] or e[HB] <= mine[HB]:
+            return              # nothing newer: the common case
         self.heard(origin, e[G], e[HB])
 
     def adopt_schema(self, schema: list[Any]) -> None:
@@ -736,7 +768,11 @@ class Gossip(Core):
             return
         det = self.detectors.get(origin)
         if det is None:
-            return              # ourselves
+            if origin not in self.peer_set:
+                return          # ourselves
+            cfg = self.config
+            det = self.detectors[origin] = Detector(self.started, self.bootstrap, cfg.phi_window,
+                                                    cfg.phi_threshold)
         if mine is None or gen > mine[G]:
             # A generation we hold no attributes of yet: anti-entropy brings them.
             self.endpoints[origin] = [gen, hb, 0, 0, list(NO_SCHEMA)]
@@ -750,10 +786,12 @@ class Gossip(Core):
 
     def maybe_convict(self) -> None:
         now = self.ctx.now()
-        detectors = self.detectors
-        late = [p for p in self.live if now > detectors[p].deadline]
+        detectors, first = self.detectors, self.first_deadline
+        late = [p for p in self.live if now > (d.deadline if (d := detectors.get(p)) else first)]
         for p in late:
+            d = detectors.get(p)
+            phi = d.phi(now) if d else (now - self.started) / self.bootstrap * LOG10_E
             self.down.add(p)
-            self.ctx.trace("state", data={"peer": p, "up": False, "phi": round(detectors[p].phi(now), 2)})
+            self.ctx.trace("state", data={"peer": p, "up": False, "phi": round(phi, 2)})
         if late:
             self.live = [p for p in self.peers if p not in self.down]
