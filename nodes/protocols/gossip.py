@@ -100,17 +100,18 @@ class GossipConfig(Tunables):
         default="counter",
         metadata={"unit": "name", "doc": (
             "when a node stops spreading a rumor (Demers' rumor mongering): counter, after "
-            "stop_k rounds that sent it (push, pull: blind) or stop_k answers saying the peer "
-            "already knew it (push_pull: feedback); coin, with probability 1/stop_k at each of "
-            "those; none, never (pure dissemination: every round carries every update ever "
-            "learnt, for the models only). A rumor that stops early leaves a residue of nodes "
-            "that never heard it, which only anti-entropy repairs")},
+            "stop_k strikes; coin, with probability 1/stop_k at each strike; none, never. A "
+            "strike is a round that sent the rumor (push), a pull it answered (pull), or an "
+            "answer saying the peer already knew it (push_pull: Demers' feedback). none is pure "
+            "dissemination (every round carries every update ever learnt: for the models). A "
+            "rumor that stops early leaves a residue of nodes that never heard it, which only "
+            "anti-entropy repairs")},
     )
     stop_k: int = dataclasses.field(
         default=4,
         metadata={"unit": "count", "doc": (
-            "the k of the stop rule. Larger: a smaller residue (Demers: about e^-(k·fanout) of "
-            "the nodes miss a rumor) at the price of longer rumors, so bigger batches and, at "
+            "the k of the stop rule. Larger: a smaller residue (with push and the counter, "
+            "roughly e^-(k·fanout) of the nodes miss a rumor) at the price of longer rumors, so bigger batches and, at "
             "low load, more messages")},
     )
     anti_entropy: float = dataclasses.field(
@@ -327,7 +328,7 @@ class Gossip(Core):
         "no_death_certificates": "a delete just removes the value where it was asked, leaving no "
                                  "certificate: the delete never spreads, and anti-entropy brings "
                                  "the value back from a peer that still holds it "
-                                 "(no_resurrection, convergence)",
+                                 "(no_resurrection)",
     }
     default_checks = ("eventual_delivery", "convergence", "no_resurrection")
 
