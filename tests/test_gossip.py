@@ -213,5 +213,5 @@ def test_tunables_are_checked_and_presets_override_only_what_differs() -> None:
     with pytest.raises(ConfigValueError, match="interval"):
         build_config(Gossip, {"interval": "0s"})
     cfg = build_config(Gossip, {"preset": "efficient", "fanout": 3})
-    assert (cfg.fanout, cfg.interval, cfg.stop_k, cfg.anti_entropy) == (3, 0.025, 6, 1.0)
+    assert (cfg.fanout, cfg.interval, cfg.stop_k, cfg.anti_entropy) == (3, 0.06, 3, 1.0)
     assert build_config(Gossip, {"preset": "cassandra"}).fanout == 0

@@ -315,7 +315,7 @@ class Gossip(Core):
         "wan": {"interval": "500ms", "anti_entropy": "5s", "heartbeat": "2s", "phi_threshold": 12},
         # Gossip Glomers 3d (25 nodes, 100 ms links, 100 broadcasts/s): short rounds to few peers,
         # rumors kept long enough that the residue is negligible, anti-entropy as the backstop.
-        "efficient": {"fanout": 2, "interval": "25ms", "stop_k": 6},
+        "efficient": {"fanout": 5, "interval": "60ms", "stop_k": 3},
         # Cassandra's gossiper: no rumor mongering; one anti-entropy exchange a second.
         "cassandra": {"fanout": 0},
         # Pure dissemination ("infect forever"): the model of Serf's convergence formula.
@@ -341,6 +341,7 @@ class Gossip(Core):
         self.peers = sorted(n for n in ctx.nodes if n != ctx.node)
         self.order = sorted(ctx.nodes)                    # the membership: static, so digests are positional
         self.members = frozenset(self.order)
+        self.position = {n: i for i, n in enumerate(self.order)}    # a member's place in a digest
         # Made on first use: a node of a 1,000-node lab knows few origins' updates at a time.
         self.origins: dict[str, Origin] = {}
         self.visible: set[Any] = set()          # values held and not dead
@@ -717,7 +718,7 @@ class Gossip(Core):
 
     def handle_syn(self, src: str, body: dict[str, Any]) -> None:
         d = body["d"]
-        i = 4 * self.order.index(src)
+        i = 4 * self.position[src]
         self.heard(src, d[i], d[i + 1])
         want: list[str] = []
         updates, endpoints = self.compare(zip(self.order, d[0::4], d[1::4], d[2::4], d[3::4],
