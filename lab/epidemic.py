@@ -41,9 +41,8 @@ class Model:
     def of(cls, n: int, config: object, delay: float = 0.0, jitter: float = 0.0,
            loss: float = 0.0) -> Model:
         """The model of ``n`` nodes running a gossip core with tunables ``config``."""
-        g = config.__getattribute__
-        return cls(n=n, fanout=g("fanout"), interval=g("interval"), delay=delay, jitter=jitter,
-                   loss=loss, mode=g("mode"), stop=g("stop"), stop_k=g("stop_k"))
+        fields = ("fanout", "interval", "mode", "stop", "stop_k")
+        return cls(n=n, delay=delay, jitter=jitter, loss=loss, **{f: getattr(config, f) for f in fields})
 
 
 _TICK, _PUSH, _PULL, _ANSWER = range(4)
