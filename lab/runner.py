@@ -119,7 +119,7 @@ class Clients:
         # A core's own client rule (PBFT: f+1 matching replies, requests signed and sent to
         # every replica); None keeps the default path: one answer, not_leader redirects.
         self.rule = client_rule_of(scenario)
-        self.signer = backend.client_signer() if self.rule is not None and self.rule.sign else None
+        self._signer: Any = None            # the lab's client key, once the backend made it
         self._seq = 0
         self._end = 0.0
 
@@ -201,7 +201,10 @@ class Clients:
         if state.tally is None:
             state.tally = Tally(rule.replies)
             msg = {**state.op, "client": state.client, "seq": state.seq}
-            state.signed = self.signer.sign_request(msg) if self.signer is not None else msg
+            if rule.sign:
+                self._signer = self._signer or self.backend.client_signer()
+                msg = self._signer.sign_request(msg)
+            state.signed = msg
         for node in self.scenario.node_names:
             self.backend.submit(node, state.signed, lambda res, node=node: self._vote(state, node, res))
         nxt = self.backend.now() + rule.retry

@@ -225,7 +225,7 @@ class PBFT(Core):
         self.vc_round = 0                            # view changes in a row without a NEW-VIEW
         self.asked_nv: set[int] = set()
         self.early: list[tuple[str, dict[str, Any]]] = []   # messages of views not yet installed
-        self.max_commit_seen = 0
+        self.ahead: dict[str, int] = {}              # replica -> highest seq it was seen voting on
         self.timers: set[str] = set()                # armed timers this core tracks
         self.fetch_mark = -1
         self.fetch_turn = 0
@@ -292,11 +292,16 @@ class PBFT(Core):
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         self.ctx.trace("drop", type=type, peer=src, data={"reason": reason})
 
-    def out_of_window(self, type: str, src: str, n: int) -> None:
-        if n <= self.h:      # late for a checkpoint that is already stable: nothing to say
+    def out_of_window(self, type: str, src: str, body: dict[str, Any]) -> None:
+        n = body["n"]
+        if n <= self.h and type != m.PRE_PREPARE:
+            # Late for a checkpoint already stable: nothing to say. (A pre-prepare down there
+            # is a primary reusing a sequence number: traced.)
             self.dropped["below_h"] = self.dropped.get("below_h", 0) + 1
-        else:
-            self.drop(type, src, "watermark")
+            return
+        self.drop(type, src, "watermark")
+        if n > self.h:
+            self.saw_vote(body["i"], n)
 
     def slot(self, n: int) -> Slot:
         s = self.slots.get(n)
@@ -476,7 +481,11 @@ class PBFT(Core):
         means we missed a NEW-VIEW, so we ask its sender for it (once per view)."""
         v = body["v"]
         if v < self.view:
+            # A view we left (maybe alone, cut off): we take no part, but f+1 replicas voting
+            # beyond what we executed tell us to catch up.
             self.dropped["old_view"] = self.dropped.get("old_view", 0) + 1
+            if type != m.PRE_PREPARE:
+                self.saw_vote(body["i"], body["n"])
             return
         # Often the NEW-VIEW is merely overtaken by the new primary's first messages: keep
         # them (bounded) for when it comes.
@@ -496,7 +505,7 @@ class PBFT(Core):
             self.drop(m.PRE_PREPARE, src, "not_primary")
             return
         if not self.in_window(n):
-            self.drop(m.PRE_PREPARE, src, "watermark")
+            self.out_of_window(m.PRE_PREPARE, src, b)
             return
         s = self.slots.get(n)
         if s is not None and v in s.pp:
@@ -552,7 +561,7 @@ class PBFT(Core):
             self.drop(m.PREPARE, src, "not_backup")
             return
         if not self.in_window(n):
-            self.out_of_window(m.PREPARE, src, n)
+            self.out_of_window(m.PREPARE, src, b)
             return
         s = self.slot(n)
         votes = s.prep.setdefault(v, {})
@@ -589,7 +598,7 @@ class PBFT(Core):
             self.other_view(m.COMMIT, b)
             return
         if not self.in_window(n):
-            self.out_of_window(m.COMMIT, src, n)
+            self.out_of_window(m.COMMIT, src, b)
             return
         s = self.slot(n)
         votes = s.comm.setdefault(v, {})
@@ -601,10 +610,8 @@ class PBFT(Core):
             self.drop(m.COMMIT, src, "bad_signature")
             return
         votes[i] = (d, b["sig"])
-        if n > self.max_commit_seen:
-            self.max_commit_seen = n
         self.maybe_committed(n, s, v, d)
-        self.maybe_fetch_later()
+        self.saw_vote(i, n)
 
     def maybe_committed(self, n: int, s: Slot, v: int, d: str) -> None:
         if s.done is not None and s.done[0] >= v:
@@ -731,8 +738,20 @@ class PBFT(Core):
         self.after_progress()
 
     # -- catching up ------------------------------------------------------------------------------
+    def saw_vote(self, i: str, n: int) -> None:
+        if n > self.ahead.get(i, 0):
+            self.ahead[i] = n
+            if n > self.last_exec + 1:
+                self.maybe_fetch_later()
+
+    def seen_ahead(self) -> int:
+        """The highest seq f+1 replicas were seen voting on (so at least one honest one did)."""
+        if len(self.ahead) <= self.f:
+            return 0
+        return sorted(self.ahead.values(), reverse=True)[self.f]
+
     def behind(self) -> bool:
-        return self.max_commit_seen > self.last_exec or self.h > self.last_exec
+        return self.h > self.last_exec or self.seen_ahead() > self.last_exec
 
     def maybe_fetch_later(self) -> None:
         if TIMER_FETCH not in self.timers and self.behind():
@@ -743,8 +762,8 @@ class PBFT(Core):
         if not self.behind():
             return
         if self.last_exec == self.fetch_mark:       # no progress for a whole period: ask
-            if self.h > self.last_exec:
-                self.fetch("state", self.h)
+            if self.h > self.last_exec or self.seen_ahead() > self.h + self.L:
+                self.fetch("state", max(self.h, self.last_exec + 1))
             else:
                 self.fetch("certs", self.last_exec + 1)
         self.maybe_fetch_later()

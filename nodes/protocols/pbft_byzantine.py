@@ -42,9 +42,9 @@ BEHAVIOURS = {
     "replay": "re-sends old messages it sent or received, and as primary re-proposes old batches "
               "at old sequence numbers, below the stable checkpoint",
     "lie_in_view_change": "claims prepared certificates it does not hold in its VIEW-CHANGE "
-                          "(made-up requests, prepares it signed in others' names); as new "
+                          "(made-up requests, prepares it signed in others' names); as the new "
                           "primary, sends a NEW-VIEW whose pre-prepares differ from what its "
-                          "VIEW-CHANGEs imply",
+                          "VIEW-CHANGEs imply (one made-up request more)",
     "wrong_reply": "answers every client at once with a made-up result (a read: a value nobody "
                    "wrote); colluding replicas make up the same one",
 }
@@ -191,9 +191,9 @@ class Faulty:
             self.ctx.send(p, m.PRE_PREPARE, body)
 
     def view_change(self, body: dict[str, Any]) -> dict[str, Any]:
-        if not self.has("lie_in_view_change"):
-            return body
         core, w, base = self.core, body["v"], body["n"]
+        if not self.has("lie_in_view_change") or core.primary(w) == core.me:
+            return body      # the primary-to-be keeps its VIEW-CHANGE true and lies in its NEW-VIEW
         have = {e[1] for e in body["P"]}
         lies = []
         for sn in range(base + 1, base + 3):
