@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgpack
+from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
 from nacl.exceptions import BadSignatureError
-from nacl.signing import SigningKey, VerifyKey
 
 CLIENTS = "@clients"          # the signer name of the lab's client key (never a node name)
 SIG_LEN = 64
@@ -47,7 +47,7 @@ def derived_seed(seed: int | str, name: str) -> bytes:
 
 
 def public_of(secret: bytes) -> bytes:
-    return bytes(SigningKey(secret).verify_key)
+    return crypto_sign_seed_keypair(secret)[0]
 
 
 def request_bytes(op: Mapping[str, Any]) -> bytes:
@@ -62,8 +62,9 @@ class Keyring:
     def __init__(self, node: str, secret: bytes | None, publics: Mapping[str, bytes],
                  cache: dict[tuple[str, bytes, bytes], bool] | None = None) -> None:
         self.node = node
-        self._key = SigningKey(secret) if secret is not None else None
-        self._verify = {name: VerifyKey(pk) for name, pk in publics.items()}
+        # Raw libsodium calls through pynacl's bindings: a verification is what PBFT does most.
+        self._key = crypto_sign_seed_keypair(secret)[1] if secret is not None else None
+        self._verify = {name: bytes(pk) for name, pk in publics.items()}
         self._cache = cache
         self.signed = 0
         self.verified = 0
@@ -72,7 +73,7 @@ class Keyring:
         if self._key is None:
             raise RuntimeError(f"{self.node} holds no signing key")
         self.signed += 1
-        return self._key.sign(data).signature
+        return crypto_sign(data, self._key)[:SIG_LEN]
 
     def verify(self, signer: str, data: bytes, sig: Any) -> bool:
         """Whether ``sig`` is ``signer``'s signature of ``data``; False for anything malformed."""
@@ -86,7 +87,7 @@ class Keyring:
                 return hit
         self.verified += 1
         try:
-            key.verify(data, sig)
+            crypto_sign_open(sig + data, key)
             ok = True
         except (BadSignatureError, ValueError, TypeError):
             ok = False
@@ -107,10 +108,10 @@ class ClientSigner:
     """What a client holds: the lab's client key. ``sign_request`` adds ``sig`` to an op."""
 
     def __init__(self, secret: bytes) -> None:
-        self._key = SigningKey(secret)
+        self._key = crypto_sign_seed_keypair(secret)[1]
 
     def sign_request(self, op: dict[str, Any]) -> dict[str, Any]:
-        return {**op, "sig": self._key.sign(request_bytes(op)).signature}
+        return {**op, "sig": crypto_sign(request_bytes(op), self._key)[:SIG_LEN]}
 
 
 def sim_keys(seed: int | str, nodes: list[str]) -> tuple[dict[str, bytes], dict[str, bytes]]:

@@ -46,6 +46,8 @@ CKPT = "checkpoint"        # storage key of the stable checkpoint {"n", "d", "pr
 LOG = "pbft"               # storage log of ["pp"|"prepared"|"committed", ...] records above it
 CERTS_MAX = 16             # committed certificates in one answer to a fetch
 FUTURE_MAX = 256           # messages of a view not yet installed, kept until its NEW-VIEW comes
+FORWARD_MAX = 64           # requests a backup hands the primary in one message
+CENSOR = 4                 # a request waiting this many request timeouts changes the view anyway
 
 TIMER_REQUEST, TIMER_VIEW_CHANGE, TIMER_FETCH = "request", "view_change", "fetch"
 PRIMARY, BACKUP, VIEW_CHANGING = "primary", "backup", "view_change"
@@ -211,9 +213,11 @@ class PBFT(Core):
         self.stable_proof: list[list[Any]] = []
         self.stable_state: bytes | None = genesis
         self.last_exec = 0
+        self.progress_at = 0.0               # when a client request was last executed here
         self.next_seq = 1                    # primary: the next sequence number it assigns
         self.slots: dict[int, Slot] = {}
         self.waiting: dict[bytes, Waiting] = {}    # request digest -> request, in arrival order
+        self.known: dict[bytes, tuple[bytes, dict[str, Any]]] = {}   # their signatures -> (digest, op)
         self.queue: dict[bytes, dict[str, Any]] = {}   # primary: requests not yet in a pre-prepare
         self.ordered: set[bytes] = set()             # requests in a pre-prepare of this view
         self.own_ckpt: dict[int, tuple[str, bytes]] = {}    # seq -> (state digest, state)
@@ -420,12 +424,12 @@ class PBFT(Core):
         if done is not None:             # a retry of a request already executed
             self.reply(client, done)
             return
+        rd = self.known_rd(op)
+        if rd is not None:
+            self.waiting[rd].handle = client     # a retry: answer this attempt
+            return
         data = request_bytes(op)
         rd = m.digest_bytes(data)
-        w = self.waiting.get(rd)
-        if w is not None and w.op.get("sig") == op.get("sig"):
-            w.handle = client            # a retry: answer this attempt
-            return
         if not self.valid_client(data, op.get("sig")):
             self.drop("request", client, "bad_signature")
             self.reply(client, {"type": "fail", "error": "bad_signature"})
@@ -437,6 +441,8 @@ class PBFT(Core):
         w = self.waiting.get(rd)
         if w is None:
             self.waiting[rd] = Waiting(op, handle, self.ctx.now())
+            if type(op.get("sig")) is bytes:
+                self.known[op["sig"]] = (rd, op)
         elif handle is not None:
             w.handle = handle
         if self.is_primary:
@@ -525,17 +531,22 @@ class PBFT(Core):
             return
         self.accept_pre_prepare(v, n, d, batch, b["sig"], rds)
 
+    def known_rd(self, op: Any) -> bytes | None:
+        """The digest of a request this replica verified and holds waiting, if ``op`` is it
+        (found by its signature, then compared whole): no need to hash or verify it again."""
+        hit = self.known.get(op.get("sig")) if type(op.get("sig")) is bytes else None
+        return hit[0] if hit is not None and hit[1] == op else None
+
     def request_digests(self, batch: list[Any]) -> list[bytes] | None:
-        """The digests of a batch's requests, None if one is not a client's signed request.
-        Requests this replica already verified (it holds them waiting) are not checked again."""
+        """The digests of a batch's requests, None if one is not a client's signed request."""
         out = []
-        waiting = self.waiting
         for op in batch:
-            data = request_bytes(op)
-            rd = m.digest_bytes(data)
-            w = waiting.get(rd)
-            if (w is None or w.op.get("sig") != op.get("sig")) and not self.valid_client(data, op.get("sig")):
-                return None
+            rd = self.known_rd(op)
+            if rd is None:
+                data = request_bytes(op)
+                if not self.valid_client(data, op.get("sig")):
+                    return None
+                rd = m.digest_bytes(data)
             out.append(rd)
         return out
 
@@ -654,15 +665,19 @@ class PBFT(Core):
 
     def execute(self, s: Slot, replay: bool) -> None:
         waiting, ordered, queue = self.waiting, self.ordered, self.queue
+        if s.done[3]:
+            self.progress_at = self.ctx.now()
         for op in s.done[3]:
             error = kv.validate(op)
             result = {"type": "fail", "error": error} if error else self.kv.apply(op)
-            rd = m.request_digest(op)
+            rd = self.known_rd(op) or m.request_digest(op)
             ordered.discard(rd)
             queue.pop(rd, None)
             w = waiting.pop(rd, None)
-            if w is not None and w.handle is not None and not replay:
-                self.reply(w.handle, result)
+            if w is not None:
+                self.known.pop(w.op.get("sig"), None)
+                if w.handle is not None and not replay:
+                    self.reply(w.handle, result)
         # What this replica's own pre-prepare held but another batch took the seq: order it again.
         for rd in s.mine:
             if rd in ordered:
@@ -839,6 +854,9 @@ class PBFT(Core):
             self._persist_checkpoint()
         for rd in [rd for rd, w in self.waiting.items() if self.kv.answered(w.op) is not None]:
             w = self.waiting.pop(rd)
+            self.known.pop(w.op.get("sig"), None)
+            self.ordered.discard(rd)
+            self.queue.pop(rd, None)
             if w.handle is not None:
                 self.reply(w.handle, self.kv.answered(w.op) or {"type": "info"})
         self._execute_ready()
@@ -852,44 +870,50 @@ class PBFT(Core):
 
     # -- view change ----------------------------------------------------------------------------
     def arm_request_timer(self) -> None:
-        if TIMER_REQUEST in self.timers or not self.waiting:
-            return
-        oldest = next(iter(self.waiting.values()))
-        t = self.config.request_timeout
-        due = oldest.since + (t if oldest.forwarded else t / 2)
-        self.arm(TIMER_REQUEST, max(0.0, due - self.ctx.now()))
+        if self.waiting:
+            self.arm(TIMER_REQUEST, self.config.request_timeout / 4)
 
     def on_request_timer(self) -> None:
+        """A backup with requests waiting: hand the old ones to the primary (it may never have
+        had them), and start a view change when no request was executed for a whole timeout
+        since the oldest came, or when the oldest waited CENSOR times as long (a primary that
+        orders others' requests but not this one)."""
         if not self.active or self.is_primary or not self.waiting:
             return
-        # A timer may fire a rounding error before its due time: never re-arm for "now" again.
-        now, t = self.ctx.now() + 1e-6, self.config.request_timeout
-        if now - next(iter(self.waiting.values())).since >= t:
+        now, t = self.ctx.now() + 1e-6, self.config.request_timeout   # + a rounding error's worth
+        oldest = next(iter(self.waiting.values())).since
+        if now - max(oldest, self.progress_at) >= t or now - oldest >= CENSOR * t:
             self.start_view_change(self.view + 1)
             return
-        primary = self.primary(self.view)
+        old = []
         for w in self.waiting.values():
             if now - w.since < t / 2:
                 break
-            if not w.forwarded:          # the primary may never have had it: hand it over once
+            if not w.forwarded:
                 w.forwarded = True
-                self.send(primary, m.REQUEST, self.sign(m.REQUEST, {"req": w.op}))
+                old.append(w.op)
+        for k in range(0, len(old), FORWARD_MAX):
+            self.send(self.primary(self.view), m.REQUEST,
+                      self.sign(m.REQUEST, {"reqs": old[k:k + FORWARD_MAX]}))
         self.arm_request_timer()
 
     def handle_forwarded(self, src: str, b: dict[str, Any]) -> None:
         if not self.is_primary:
             return
-        op = b["req"]
-        if not self.valid(b["i"], m.signed_bytes(m.REQUEST, b), b["sig"]) or kv.validate(op):
+        if not self.valid(b["i"], m.signed_bytes(m.REQUEST, b), b["sig"]):
             self.drop(m.REQUEST, src, "bad_signature")
             return
-        if self.kv.answered(op) is not None:
-            return
-        data = request_bytes(op)
-        if not self.valid_client(data, op.get("sig")):
-            self.drop(m.REQUEST, src, "bad_request")
-            return
-        self.take_request(m.digest_bytes(data), op, None)
+        for op in b["reqs"]:
+            if kv.validate(op) or self.kv.answered(op) is not None:
+                continue
+            if self.known_rd(op) is not None:
+                continue                 # we have it already
+            data = request_bytes(op)
+            rd = m.digest_bytes(data)
+            if not self.valid_client(data, op.get("sig")):
+                self.drop(m.REQUEST, src, "bad_request")
+                continue
+            self.take_request(rd, op, None)
 
     def start_view_change(self, w: int, again: bool = False) -> None:
         """Leave the current view for view ``w``: VIEW-CHANGE to everyone, wait for NEW-VIEW."""
@@ -1035,7 +1059,7 @@ class PBFT(Core):
             top = max(top, n)
             if n <= self.h:
                 continue
-            rds = [m.request_digest(op) for op in batch]
+            rds = [self.known_rd(op) or m.request_digest(op) for op in batch]
             s = self.slot(n)
             s.pp[w] = (d, batch, sig)
             s.mine = rds
@@ -1047,7 +1071,7 @@ class PBFT(Core):
                 self.broadcast(m.PREPARE, body)
             self.maybe_prepared(n, s, w, d)
         self.next_seq = max(top, self.h, self.last_exec) + 1
-        now = self.ctx.now()
+        now = self.progress_at = self.ctx.now()
         for w_ in self.waiting.values():             # the new primary gets a fresh timeout
             w_.since, w_.forwarded = now, False
         self._trace_state(new_view={"min_s": base["n"], "O": {str(e[0]): e[1] for e in pps}})

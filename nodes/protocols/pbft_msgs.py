@@ -41,7 +41,7 @@ SIGNED: dict[str, tuple[str, ...]] = {
     FETCH: ("what", "n", "i"),
     CERTS: ("certs", "i"),
     STATE: ("n", "d", "state", "C", "i"),
-    REQUEST: ("req", "i"),                      # a backup relaying a client's request
+    REQUEST: ("reqs", "i"),                     # a backup relaying clients' requests
 }
 
 _pack = msgpack.Packer(use_bin_type=True).pack
@@ -164,7 +164,7 @@ def well_formed(kind: str, body: Any) -> bool:
     if kind == STATE:
         return _int(g("n")) and _digest(g("d")) and isinstance(g("state"), bytes) and _pairs(g("C"))
     if kind == REQUEST:
-        return isinstance(g("req"), dict)
+        return _batch(g("reqs"))
     return False
 
 
