@@ -105,3 +105,22 @@ def test_zlab_protocols_lists_the_behaviours(capsys: pytest.CaptureFixture[str])
     for name in ("silent", "equivocate", "forge", "wrong_digest", "replay", "lie_in_view_change"):
         assert f"    {name}: " in out
     assert "prepared_with_f_plus_1" in out and "checkpoint_interval [count] = 32" in out
+
+
+@pytest.mark.local
+def test_zlab_client_follows_the_client_rule_in_an_interactive_lab(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from lab import labstate
+    monkeypatch.setenv("ZLAB_HOME", str(tmp_path / "home"))
+    name = f"pbft-cli-{os.getpid()}"
+    assert main(["up", str(ROOT / "topologies" / "pbft-4.yaml"), "--name", name]) == 0
+    try:
+        assert main(["client", name, "put", "x", "5"]) == 0
+        assert main(["fault", name, "crash", "n1"]) == 0          # the primary: a view change
+        assert main(["client", name, "put", "x", "6"]) == 0
+        capsys.readouterr()
+        assert main(["client", name, "get", "x"]) == 0
+        assert "x = 6" in capsys.readouterr().out
+    finally:
+        main(["down", name])
+    assert name not in labstate.names()
