@@ -549,6 +549,10 @@ class PBFT(ViewChange, Checkpoints, Core):
                 if not self.valid_client(data, op.get("sig")):
                     return None
                 rd = m.digest_bytes(data)
+                # The client's own copy may still be on its way: when it comes, it is known.
+                self.waiting.setdefault(rd, Waiting(op, None, self.ctx.now()))
+                if type(op.get("sig")) is bytes:
+                    self.known[op["sig"]] = (rd, op)
             out.append(rd)
         return out
 
