@@ -120,6 +120,23 @@ def test_a_crashed_member_is_suspected_then_declared_dead_everywhere() -> None:
     assert first_suspect - crashed_at <= 0.5
 
 
+def test_a_suspicion_runs_out_on_a_clock_that_moves_between_two_reads() -> None:
+    """A real clock is never read twice at the same instant (the simulator's is)."""
+    nt = net()
+    for name in nt.names:
+        ctx = nt.core(name).ctx
+        reads = [0]
+
+        def now(reads: list[int] = reads) -> float:
+            reads[0] += 1
+            return nt.now + reads[0] * 1e-7
+        ctx.now = now                               # type: ignore[method-assign]
+    nt.tick(0.3)
+    nt.crash("n3")
+    nt.tick(3.0)
+    assert all(status(nt, n, "n3") == DEAD for n in ("n1", "n2", "n4", "n5"))
+
+
 def test_an_ack_read_after_the_probe_window_counts_for_nothing() -> None:
     """A stalled prober: the ack came in time, but it reads it only after its window closed."""
     nt = net(trace_messages=True)

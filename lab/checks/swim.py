@@ -117,6 +117,7 @@ class SwimRun:
         self.events = 0
         self._read_faults(trace)
         self._read_states(trace)
+        self._end_downs_at_rebirth()
 
     # -- reading ----------------------------------------------------------------------------
     def _read_faults(self, trace: list[dict[str, Any]]) -> None:
@@ -203,6 +204,13 @@ class SwimRun:
             self.views[(node, member)].append((ts, status, inc))
             if status == DEAD:
                 self.declarations.append(Declaration(ts, node, member, inc))
+
+    def _end_downs_at_rebirth(self) -> None:
+        """A node is back when its new life starts (its first trace line), which on a real
+        runtime comes before the orchestrator's restart event is stamped."""
+        for member, downs in self.down.items():
+            starts = [t for t, _ in self.lives.get(member, ())]
+            self.down[member] = [(a, min([b, *(t for t in starts if a < t < b)])) for a, b in downs]
 
     # -- questions --------------------------------------------------------------------------
     @staticmethod

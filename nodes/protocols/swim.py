@@ -606,14 +606,15 @@ class Swim(Core):
             return
         self.queue_update([SUSPECT, name, inc, accuser])
         m.inc = inc
-        self._set_status(m, SUSPECT, accuser)
+        now = self.ctx.now()            # read once: the suspicion knows itself by this instant
+        self._set_status(m, SUSPECT, accuser, now)
         n = self.cluster_size()
         k = self.config.suspicion_mult - 2
         if n - 2 < k:
             k = 0
         lo = suspicion_timeout(self.config.suspicion_mult, n, self.config.probe_interval)
         hi = self.config.suspicion_max_timeout_mult * lo
-        self.suspicions[name] = Suspicion(accuser, k, lo, hi, self.ctx.now())
+        self.suspicions[name] = Suspicion(accuser, k, lo, hi, now)
         self._arm_earliest(TIMER_SUSPECT, [x.deadline for x in self.suspicions.values()])
 
     def expire_suspicion(self, name: str, s: Suspicion) -> None:
@@ -660,9 +661,9 @@ class Swim(Core):
     def view(self) -> list[Update]:
         return [[m.status, m.name, m.inc, self.me] for m in self.members.values()]
 
-    def _set_status(self, m: Member, status: str, by: str) -> None:
+    def _set_status(self, m: Member, status: str, by: str, now: float | None = None) -> None:
         m.status = status
-        m.changed = self.ctx.now()
+        m.changed = self.ctx.now() if now is None else now
         self._trace_member(m, by)
 
     def _trace_member(self, m: Member, by: str, **extra: Any) -> None:
