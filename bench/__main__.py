@@ -1,7 +1,8 @@
 """`make bench` / `python -m bench [section ...]`: every figure beside its anchor, measured now.
 
 Sections: anchors (pyzmq round trip, pynacl verify), sim (simulated s per wall s),
-raft (zlab local Raft vs PySyncObj), docker (lab start vs bare containers).
+raft (zlab local Raft vs PySyncObj), docker (lab start vs bare containers),
+swim (Lifeguard's false positives and detection time, on the simulator).
 Figures are printed and written to bench/results.json.
 """
 
@@ -20,6 +21,7 @@ SECTIONS = {
     "sim": "bench.sim_bench",
     "raft": "bench.raft_bench",
     "docker": "bench.docker_bench",
+    "swim": "bench.swim_bench",
 }
 
 

@@ -319,7 +319,9 @@ class Swim(Core):
                                       "view brings a crashed member back (completeness)",
         "no_local_health": "the awareness score is kept but never applied: a node that is itself "
                            "slow probes on the base window and accuses healthy members it simply "
-                           "did not hear in time (accuracy, with a slow member)",
+                           "did not hear in time (accuracy, with a slow member; plainest on SWIM's "
+                           "fixed suspicion timeout, as a lone accuser's long suspicion also "
+                           "shields the accused)",
     }
     default_checks = ("completeness", "accuracy")
 
