@@ -24,53 +24,42 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted(p.name for p in (ROOT / "topologies").glob("swim-*.yaml"))
 BUG_SEEDS = 12
 
-# Eight members, fast timings (probe every 100 ms), 5% loss: false suspicions happen and are
-# refuted; a correct SWIM declares nobody dead here (0 of 20 seeds).
-LOSSY = """
-name: swim-lossy
+def template(name: str, *, nodes: int = 8, config: str = "", duration: str = "10s",
+             faults: str = "[]", checks: str = "[accuracy]") -> str:
+    """A scenario with fast timings (probe every 100 ms) and 5% loss; BUGS is filled per run."""
+    return f"""
+name: {name}
 protocol: swim
-nodes: 8
-config: {{preset: fast, bugs: [{bugs}]}}
+nodes: {nodes}
+config: {{preset: fast, {config}bugs: [BUGS]}}
 network: {{delay: 1ms, jitter: 500us, loss: 5%}}
-workload: {{kind: membership, duration: 10s}}
-checks: [accuracy]
+workload: {{kind: membership, duration: {duration}}}
+faults: {faults}
+checks: {checks}
 """
+
+
+# Eight members under 5% loss: false suspicions happen and are refuted; a correct SWIM
+# declares nobody dead here (0 of 20 seeds).
+LOSSY = template("swim-lossy")
 
 # n3 dies for good; n5 dies and comes back with a fresh view that still holds n3 alive at
 # incarnation 0, which it pushes to a member as it rejoins.
-REJOIN = """
-name: swim-rejoin
-protocol: swim
-nodes: 8
-config: {{preset: fast, bugs: [{bugs}]}}
-network: {{delay: 1ms, jitter: 500us, loss: 5%}}
-workload: {{kind: membership, duration: 8s}}
-faults:
-  - {{at: 1s, crash: n3}}
-  - {{at: 1.5s, crash: n5}}
-  - {{at: 5s, restart: n5}}
-checks: [accuracy, {{name: completeness, bound: 3s}}]
-"""
+REJOIN = template("swim-rejoin", duration="8s",
+                  faults="[{at: 1s, crash: n3}, {at: 1.5s, crash: n5}, {at: 5s, restart: n5}]",
+                  checks="[accuracy, {name: completeness, bound: 3s}]")
 
-# One slow member (everything to n3 takes 500 ms, twice for 3 s), fast timings, and SWIM's
-# fixed suspicion timeout (suspicion_max_timeout_mult 1), so that only the awareness score
-# stands between n3's late acks and a death.
-SLOW_FIXED = """
-name: swim-slow-fixed
-protocol: swim
-nodes: 6
-config: {{preset: fast, suspicion_max_timeout_mult: 1, bugs: [{bugs}]}}
-network: {{delay: 1ms, jitter: 500us, loss: 5%}}
-workload: {{kind: membership, duration: 8s}}
-faults:
-  - {{at: 0.5s, delay: {{to: n3, delay: 500ms}}, oneway: true, for: 3s}}
-  - {{at: 4.5s, delay: {{to: n3, delay: 500ms}}, oneway: true, for: 3s}}
-checks: [accuracy]
-"""
+# One slow member (everything to n3 takes 500 ms, twice for 3 s) and SWIM's fixed suspicion
+# timeout (suspicion_max_timeout_mult 1), so that only the awareness score stands between
+# n3's late acks and a death.
+SLOW_FIXED = template(
+    "swim-slow-fixed", nodes=6, duration="8s", config="suspicion_max_timeout_mult: 1, ",
+    faults="[{at: 0.5s, delay: {to: n3, delay: 500ms}, oneway: true, for: 3s}, "
+           "{at: 4.5s, delay: {to: n3, delay: 500ms}, oneway: true, for: 3s}]")
 
 
-def run(template: str, bug: str | None, seed: int) -> RunResult:
-    return run_scenario(load_scenario_text(template.format(bugs=bug or "")), "sim", seed=seed,
+def run(text: str, bug: str | None, seed: int) -> RunResult:
+    return run_scenario(load_scenario_text(text.replace("BUGS", bug or "")), "sim", seed=seed,
                         quiet=True, write=False)
 
 
@@ -79,9 +68,9 @@ def verdict(r: RunResult, check: str) -> tuple[str, str, dict]:
     return v.verdict, v.detail, v.data
 
 
-def first_caught(template: str, bug: str, check: str) -> tuple[int, RunResult]:
+def first_caught(text: str, bug: str, check: str) -> tuple[int, RunResult]:
     for seed in range(BUG_SEEDS):
-        r = run(template, bug, seed)
+        r = run(text, bug, seed)
         if verdict(r, check)[0] == VIOLATED:
             return seed, r
     pytest.fail(f"{bug}: {check} never violated in {BUG_SEEDS} seeds")

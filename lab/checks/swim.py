@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -298,20 +298,25 @@ def analyse(names: list[str], config: dict[str, Any] | None,
             "false_positives_slow": len(episodes["slow"])}
 
 
-def _read(name: str, run: RunData) -> tuple[SwimRun, SwimConfig] | Verdict:
-    swim = SwimRun(_names(run.scenario), run.trace)
-    if not swim.events:
-        return Verdict(name, UNKNOWN, "no SWIM membership events in the trace")
-    return swim, config_of(run.scenario.get("config"))
+def _swim_check(name: str, param: str, default: Callable[[SwimConfig, int], float]
+                ) -> Callable[[Callable[[str, SwimRun, float], Verdict]], Checker]:
+    """A checker from ``fn(name, run read once, its parameter)``: the parameter as the scenario
+    gave it, else its default for the config; no SWIM events at all decide nothing."""
+    def wrap(fn: Callable[[str, SwimRun, float], Verdict]) -> Checker:
+        def check(run: RunData) -> Verdict:
+            swim = SwimRun(_names(run.scenario), run.trace)
+            if not swim.events:
+                return Verdict(name, UNKNOWN, "no SWIM membership events in the trace")
+            return fn(name, swim, run.params.get(param, default(config_of(run.scenario.get("config")),
+                                                                swim.n)))
+        check.__name__ = check.__qualname__ = fn.__name__
+        check.__doc__ = fn.__doc__
+        return check
+    return wrap
 
 
-def completeness(run: RunData) -> Verdict:
-    name = "completeness"
-    read = _read(name, run)
-    if isinstance(read, Verdict):
-        return read
-    swim, cfg = read
-    bound = run.params.get("bound", default_bound(cfg, swim.n))
+@_swim_check("completeness", "bound", default_bound)
+def completeness(name: str, swim: SwimRun, bound: float) -> Verdict:
     judged = 0
     bad: list[dict[str, Any]] = []
     slowest = 0.0
@@ -347,13 +352,8 @@ def completeness(run: RunData) -> Verdict:
                    {"bound_s": bound, "crashes": judged, "slowest_s": round(slowest, 3)})
 
 
-def accuracy(run: RunData) -> Verdict:
-    name = "accuracy"
-    read = _read(name, run)
-    if isinstance(read, Verdict):
-        return read
-    swim, cfg = read
-    window = run.params.get("window", default_window(cfg, swim.n))
+@_swim_check("accuracy", "window", default_window)
+def accuracy(name: str, swim: SwimRun, window: float) -> Verdict:
     declared = swim.classify(window)
     false = [d for d in declared if d.kind == "false"]
     counts = {k: sum(1 for d in declared if d.kind == k)
