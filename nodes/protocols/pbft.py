@@ -564,34 +564,44 @@ class PBFT(ViewChange, Checkpoints, Core):
         self._log(["pp", v, n, d, batch, sig])       # before our prepare: never two digests per (v, n)
         self.ordered.update(rds)
         if self.primary(v) != self.me:
-            body = self.vote(m.PREPARE, v, n, d)
-            s.prep.setdefault(v, {})[self.me] = (d, body["sig"])
-            self.broadcast(m.PREPARE, body)
+            self.cast(m.PREPARE, s, v, n, d)
         self.maybe_prepared(n, s, v, d)
 
-    def handle_prepare(self, src: str, b: dict[str, Any]) -> None:
+    def cast(self, type: str, s: Slot, v: int, n: int, d: str) -> None:
+        """Our own prepare or commit: counted in the slot, then sent to every peer."""
+        body = self.vote(type, v, n, d)
+        (s.prep if type == m.PREPARE else s.comm).setdefault(v, {})[self.me] = (d, body["sig"])
+        self.broadcast(type, body)
+
+    def take_vote(self, type: str, src: str, b: dict[str, Any]) -> Slot | None:
+        """A peer's prepare or commit, recorded in its slot if it passes every check and can
+        still matter (a slot prepared, or committed, in this view needs no more: not verified)."""
         v, n, d, i = b["v"], b["n"], b["d"], b["i"]
         if v != self.view or not self.active:
-            self.other_view(m.PREPARE, b)
-            return
-        if i == self.primary(v):
-            self.drop(m.PREPARE, src, "not_backup")
-            return
+            self.other_view(type, b)
+            return None
+        if type == m.PREPARE and i == self.primary(v):
+            self.drop(type, src, "not_backup")
+            return None
         if not self.in_window(n):
-            self.out_of_window(m.PREPARE, src, b)
-            return
+            self.out_of_window(type, src, b)
+            return None
         s = self.slot(n)
-        votes = s.prep.setdefault(v, {})
-        if i in votes:
-            return                       # a duplicate, or a second digest from one replica
-        cert = s.cert
-        if cert is not None and cert[0] >= v:
-            return                       # prepared already: one more prepare changes nothing
-        if not self.valid(i, m.vote_bytes(m.PREPARE, v, n, d, i), b["sig"]):
-            self.drop(m.PREPARE, src, "bad_signature")
-            return
+        prepare = type == m.PREPARE
+        votes = (s.prep if prepare else s.comm).setdefault(v, {})
+        settled = s.cert if prepare else s.done
+        if i in votes or (settled is not None and settled[0] >= v):
+            return None                  # a duplicate, a second digest from one replica, or late
+        if not self.valid(i, m.vote_bytes(type, v, n, d, i), b["sig"]):
+            self.drop(type, src, "bad_signature")
+            return None
         votes[i] = (d, b["sig"])
-        self.maybe_prepared(n, s, v, d)
+        return s
+
+    def handle_prepare(self, src: str, b: dict[str, Any]) -> None:
+        s = self.take_vote(m.PREPARE, src, b)
+        if s is not None:
+            self.maybe_prepared(b["n"], s, b["v"], b["d"])
 
     def maybe_prepared(self, n: int, s: Slot, v: int, d: str) -> None:
         if s.cert is not None and s.cert[0] >= v:
@@ -604,31 +614,14 @@ class PBFT(ViewChange, Checkpoints, Core):
             return
         s.cert = [v, n, d, pp[2], matching, pp[1]]
         self._log(["prepared", *s.cert])            # before our commit
-        body = self.vote(m.COMMIT, v, n, d)
-        s.comm.setdefault(v, {})[self.me] = (d, body["sig"])
-        self.broadcast(m.COMMIT, body)
+        self.cast(m.COMMIT, s, v, n, d)
         self.maybe_committed(n, s, v, d)
 
     def handle_commit(self, src: str, b: dict[str, Any]) -> None:
-        v, n, d, i = b["v"], b["n"], b["d"], b["i"]
-        if v != self.view or not self.active:
-            self.other_view(m.COMMIT, b)
-            return
-        if not self.in_window(n):
-            self.out_of_window(m.COMMIT, src, b)
-            return
-        s = self.slot(n)
-        votes = s.comm.setdefault(v, {})
-        if i in votes:
-            return
-        if s.done is not None and s.done[0] >= v:
-            return                       # committed in this view already
-        if not self.valid(i, m.vote_bytes(m.COMMIT, v, n, d, i), b["sig"]):
-            self.drop(m.COMMIT, src, "bad_signature")
-            return
-        votes[i] = (d, b["sig"])
-        self.maybe_committed(n, s, v, d)
-        self.saw_vote(i, n)
+        s = self.take_vote(m.COMMIT, src, b)
+        if s is not None:
+            self.maybe_committed(b["n"], s, b["v"], b["d"])
+            self.saw_vote(b["i"], b["n"])
 
     def maybe_committed(self, n: int, s: Slot, v: int, d: str) -> None:
         if s.done is not None and s.done[0] >= v:

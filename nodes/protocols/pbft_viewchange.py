@@ -226,9 +226,7 @@ class ViewChange:
             self._log(["pp", w, n, d, batch, sig])
             self.ordered.update(rds)
             if not me_primary:
-                body = self.vote(m.PREPARE, w, n, d)
-                s.prep.setdefault(w, {})[self.me] = (d, body["sig"])
-                self.broadcast(m.PREPARE, body)
+                self.cast(m.PREPARE, s, w, n, d)
             self.maybe_prepared(n, s, w, d)
         self.next_seq = max(top, self.h, self.last_exec) + 1
         now = self.progress_at = self.ctx.now()
