@@ -166,40 +166,38 @@ class ViewChange:
         w = b["v"]
         if w < self.view or (w == self.view and self.active) or b["i"] == self.me:
             return
-        why = self.check_new_view(b, w)
-        if why is not None:
-            self.drop(m.NEW_VIEW, src, why)
-            return
-        base, _ = m.plan_new_view(b["V"])
-        self.install_view(w, b, base, b["O"])
+        base = self.check_new_view(src, b, w)
+        if base is not None:
+            self.install_view(w, b, base, b["O"])
 
-    def check_new_view(self, b: dict[str, Any], w: int) -> str | None:
-        """Why a NEW-VIEW for view ``w`` must be rejected, or None: its primary signed it, it
-        holds 2f+1 valid VIEW-CHANGEs from distinct replicas, and its pre-prepares are
-        exactly what those imply (recomputed here) and signed by the primary."""
+    def check_new_view(self, src: str, b: dict[str, Any], w: int) -> dict[str, Any] | None:
+        """The VIEW-CHANGE a NEW-VIEW for view ``w`` takes its checkpoint from, if the NEW-VIEW
+        holds: its primary signed it, it carries 2f+1 valid VIEW-CHANGEs from distinct
+        replicas, and its pre-prepares are exactly what those imply (recomputed here) and
+        signed by the primary. Else None, and the NEW-VIEW is dropped and traced."""
         p = self.primary(w)
         if b["i"] != p or not self.valid(p, m.signed_bytes(m.NEW_VIEW, b), b["sig"]):
-            return "bad_signature"
+            return self.refuse(src, "bad_signature")
         their = b["V"]
         senders = set()
         for vc in their:
-            if not isinstance(vc.get("i"), str) or vc["i"] in senders:
-                return "bad_new_view"
-            if not self.valid_view_change(vc, w):
-                return "bad_new_view"
+            if not isinstance(vc.get("i"), str) or vc["i"] in senders or not self.valid_view_change(vc, w):
+                return self.refuse(src, "bad_new_view")
             senders.add(vc["i"])
         if len(senders) < self.quorum:
-            return "bad_new_view"
-        _, plan = m.plan_new_view(their)
+            return self.refuse(src, "bad_new_view")
+        base, plan = m.plan_new_view(their)
         pps = b["O"]
         if len(pps) != len(plan):
-            return "new_view_mismatch"
+            return self.refuse(src, "new_view_mismatch")
         for (n, d, batch, sig), (pn, pd, _) in zip(pps, plan, strict=True):
-            if n != pn or d != pd or m.digest_of(batch) != d:
-                return "new_view_mismatch"
-            if not self.valid(p, m.vote_bytes(m.PRE_PREPARE, w, n, d, p), sig):
-                return "new_view_mismatch"
-        return None
+            if n != pn or d != pd or m.digest_of(batch) != d \
+                    or not self.valid(p, m.vote_bytes(m.PRE_PREPARE, w, n, d, p), sig):
+                return self.refuse(src, "new_view_mismatch")
+        return base
+
+    def refuse(self, src: str, why: str) -> None:
+        self.drop(m.NEW_VIEW, src, why)
 
     def install_view(self, w: int, nv: dict[str, Any], base: dict[str, Any], pps: list[list[Any]]) -> None:
         """Enter view ``w`` from a NEW-VIEW (ours or a verified one): its checkpoint, its
