@@ -262,12 +262,6 @@ class Net(Generic[C]):
         self.trace.append({"ts": round(self.now, 6), "node": node, "lc": self._lc[node],
                            "ev": ev, **fields})
 
-    def _trace(self, node: str, ev: str, fields: dict[str, Any], tick: bool = True) -> None:
-        if tick:
-            self._lc[node] += 1
-        self.trace.append({"ts": round(self.now, 6), "node": node, "lc": self._lc[node],
-                           "ev": ev, **fields})
-
     def run_data(self, history: list[dict[str, Any]] | None = None) -> RunData:
         """What a checker reads, from this net's trace (and a history if the test kept one)."""
         return RunData(scenario={}, trace=self.trace, history=history or [])
