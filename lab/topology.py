@@ -312,11 +312,26 @@ class _Loader:
         m = y.mapping(required=("name",))
         role = region = None
         if "role" in m and not m["role"].is_null():
-            role = m["role"].str_(what="a role name")
+            role = self.role(m["role"])
         if "region" in m and not m["region"].is_null():
             region = m["region"].str_(what="a region name")
         attrs = {k: v.value() for k, v in m.items() if k not in ("name", "role", "region")}
         return NodeSpec(self.node_name(m["name"]), role=role, region=region, attrs=attrs)
+
+    def role(self, y: _Y) -> str | tuple[str, ...]:
+        """A node's ``role``: one name, or a list of names (Paxos's proposer, acceptor, learner)."""
+        if not y.is_seq():
+            return y.str_(what="a role name or a list of them")
+        items = y.seq("list of role names")
+        if not items:
+            raise y.error("expected a role name or a non-empty list of them")
+        names: list[str] = []
+        for item in items:
+            name = item.str_(what="a role name")
+            if name in names:
+                raise item.error(f"role {name} is listed twice")
+            names.append(name)
+        return tuple(names)
 
     def node_name(self, y: _Y) -> str:
         name = y.str_(_NODE_NAME, "a node name (a letter, then letters, digits, _ or -)")

@@ -149,6 +149,15 @@ class Core:
         return (*cls.default_checks, *(c for c in cls.optional_checks if c not in cls.default_checks))
 
 
+def role_names(role: Any) -> tuple[str, ...]:
+    """A node spec's ``role`` as a tuple of names: YAML gives one name, a list of them, or none."""
+    if role is None:
+        return ()
+    if isinstance(role, str):
+        return (role,)
+    return tuple(r for r in role if isinstance(r, str))
+
+
 class ConfigValueError(ValueError):
     """A protocol config value is wrong; ``field`` names it for the YAML loader."""
 

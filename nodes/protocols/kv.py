@@ -15,10 +15,17 @@ again, perhaps to a new leader) is answered from that table instead of being
 applied twice. The table keeps the newest ``DEDUP_WINDOW`` results of each
 client; a retry older than that is answered ``info`` (it may have happened),
 never applied again.
+
+The command codec (:func:`encode_command`, :func:`decode_command`) is how an op
+enters a replicated log (Raft's, Multi-Paxos's): canonical JSON of its
+``CMD_FIELDS``, encoded once by the leader and then stored, sent and hashed as is.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any
 
 OPS = frozenset({"read", "write", "cas", "delete"})
@@ -51,6 +58,65 @@ def dedup_key(op: dict[str, Any]) -> tuple[str, int] | None:
     if isinstance(client, str) and isinstance(seq, int) and not isinstance(seq, bool):
         return client, seq
     return None
+
+
+# -- the command codec: how an op enters a replicated log ---------------------------------
+
+CMD_FIELDS = ("f", "key", "value", "client", "seq")   # what of a client op enters the log
+_CMD_KEYS = tuple((k, f'"{k}":') for k in sorted(CMD_FIELDS))   # the canonical key order
+_encode_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr).encode
+_scan_json = json.JSONDecoder().scan_once    # json.loads without its per-call set-up
+def encode_command(op: dict[str, Any]) -> str:
+    """The canonical form of a client op as it enters the log: JSON, sorted keys, no spaces.
+
+    The leader encodes once; the string travels, is stored and is hashed as is,
+    so every node hashes the very same bytes and storage copies a flat string.
+    """
+    flat = encode_flat(op)
+    return flat[0] if flat is not None else _encode_json({k: op[k] for k in CMD_FIELDS if k in op})
+
+
+def encode_flat(op: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """What :func:`encode_command` gives for an op whose fields are all strings, ints or null
+    (the common case, on the path of every write), written out by hand, with the command as
+    a dict (what :func:`decode_command` makes of it: such values come back from JSON as they went in);
+    None for any other op."""
+    parts = []
+    cmd = {}
+    for key, head in _CMD_KEYS:
+        if key in op:
+            v = cmd[key] = op[key]
+            t = type(v)
+            if t is str:
+                parts.append(head + _json_str(v))
+            elif t is int:
+                parts.append(head + int.__repr__(v))
+            elif v is None:
+                parts.append(head + "null")
+            else:
+                return None
+    return "{" + ",".join(parts) + "}", cmd
+
+
+def decode_command(encoded: str) -> dict[str, Any] | None:
+    """A logged command back as a dict; None if it is not a valid op (every node agrees)."""
+    try:
+        # Canonical JSON has no surrounding whitespace: then this is exactly json.loads.
+        op, end = _scan_json(encoded, 0)
+        if end != len(encoded):
+            raise ValueError
+    except Exception:  # noqa: BLE001 -- anything unusual takes json.loads' own path
+        try:
+            op = json.loads(encoded)
+        except ValueError:
+            return None
+    return op if validate(op) is None else None
+
+
+def command_hash(command: str | None) -> str:
+    """A short digest of an encoded command (a no-op is ``None``): how traces name a command
+    without carrying it (blake2b, 8 bytes, hex, of the canonical JSON; ``null`` for a no-op)."""
+    return hashlib.blake2b(("null" if command is None else command).encode(), digest_size=8).hexdigest()
 
 
 class KV:
