@@ -11,6 +11,8 @@ _REGISTRY = {
     "raft": "nodes.protocols.raft:Raft",
     "twopc": "nodes.protocols.twopc:TwoPC",
     "threepc": "nodes.protocols.threepc:ThreePC",
+    "paxos": "nodes.protocols.paxos:Paxos",
+    "multipaxos": "nodes.protocols.multipaxos:MultiPaxos",
 }
 
 

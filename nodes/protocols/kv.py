@@ -127,6 +127,22 @@ class KV:
         self.sessions: dict[str, dict[int, dict[str, Any]]] = {}   # client -> seq -> result
         self.floor: dict[str, int] = {}       # client -> seqs below this were pruned from its table
 
+    def dump(self) -> dict[str, Any]:
+        """The whole state as plain lists (msgpack, JSON and string-keyed maps carry it): a
+        snapshot, for a replicated log that garbage-collects its prefix."""
+        return {"data": [[k, v] for k, v in self.data.items()],
+                "sessions": [[c, [[seq, r] for seq, r in t.items()]] for c, t in self.sessions.items()],
+                "floor": [[c, f] for c, f in self.floor.items()]}
+
+    @classmethod
+    def load(cls, state: dict[str, Any]) -> KV:
+        """The inverse of :meth:`dump`."""
+        out = cls()
+        out.data = {k: v for k, v in state["data"]}
+        out.sessions = {c: {seq: r for seq, r in t} for c, t in state["sessions"]}
+        out.floor = {c: f for c, f in state["floor"]}
+        return out
+
     def answered(self, op: dict[str, Any]) -> dict[str, Any] | None:
         """The remembered result of a retried op, or None if it was never applied."""
         key = dedup_key(op)
