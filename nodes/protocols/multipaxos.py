@@ -64,6 +64,7 @@ MSG_CHOSEN, MSG_SNAPSHOT = "chosen", "snapshot"
 TIMER_ELECTION, TIMER_HEARTBEAT = "election", "heartbeat"
 SNAP = "snap"            # storage: {slot, floor, kv} -- the key-value state after executing `slot`
 MAX_INFLIGHT = 2         # Accepts with slots in flight per follower; more requests wait and batch
+MAX_BATCH_BYTES = 256 * 1024   # command bytes in one message (the wire takes 1 MiB)
 NOOP = None              # the command of a hole filled by a new leader
 
 # The roles' table: which changes are allowed, and the picture `zlab protocols --diagram` draws.
@@ -133,6 +134,17 @@ class Progress:
         self.snap = -1            # its snapshot point, as it last said
         self.sent = False         # sent it something since the last heartbeat tick
         self.catchup = 0          # a catch-up from this slot on is in flight
+
+
+def _capped(entries: list[list[Any]]) -> list[list[Any]]:
+    """The first entries whose commands add up to at most ``MAX_BATCH_BYTES`` (at least one):
+    a batch of large values must still fit the wire's message size limit."""
+    total = 0
+    for i, (_, command) in enumerate(entries):
+        total += len(command) if command else 0
+        if total > MAX_BATCH_BYTES and i:
+            return entries[:i]
+    return entries
 
 
 def _is_int(v: Any) -> bool:
@@ -389,8 +401,9 @@ class MultiPaxos(Core):
     # -- phase 1 -----------------------------------------------------------------------------------------
     def handle_prepare(self, src: str, body: dict[str, Any]) -> None:
         b = synod.ballot(body["ballot"])
+        before = self.acceptor.promised
         ok, entries = self.acceptor.prepare(b, body["from"])
-        if ok and (b > self.ballot or self.role == FOLLOWER):
+        if ok and b > before:                     # a new ballot (not a repeat of the one we follow)
             self.ballots.observe(b)
             if self.role != FOLLOWER or self.leader is not None:
                 self._higher_ballot(None)
@@ -426,12 +439,13 @@ class MultiPaxos(Core):
         first = max(pr.next, self.base + 1)
         end = min(self.next_slot, first + self.config.max_batch)
         proposals, chosen = self.proposals, self.chosen
-        entries = [[s, proposals[s] if s in proposals else chosen.get(s)] for s in range(first, end)]
+        entries = _capped([[s, proposals[s] if s in proposals else chosen.get(s)]
+                           for s in range(first, end)])
         self.ctx.send(peer, MSG_ACCEPT, {"ballot": list(self.ballot), "entries": entries,
                                          "commit": self.executed, "floor": self.floor})
         pr.sent = True
         if entries:
-            pr.next = end
+            pr.next = entries[-1][0] + 1
             pr.inflight += 1
 
     def broadcast_heartbeat(self) -> None:
@@ -491,10 +505,10 @@ class MultiPaxos(Core):
             pr.catchup = self.executed + 1
             return
         end = min(self.executed + 1, need + self.config.max_batch)
-        entries = [[s, self.chosen[s]] for s in range(need, end)]
+        entries = _capped([[s, self.chosen[s]] for s in range(need, end)])
         self.ctx.send(peer, MSG_CHOSEN, {"ballot": list(self.ballot), "entries": entries,
                                          "commit": self.executed})
-        pr.catchup = end
+        pr.catchup = entries[-1][0] + 1
 
     def maybe_collect(self) -> None:
         """Raise the collection point to the lowest snapshot of all replicas, once all have said."""
