@@ -1,7 +1,8 @@
 """`make bench` / `python -m bench [section ...]`: every figure beside its anchor, measured now.
 
 Sections: anchors (pyzmq round trip, pynacl verify), sim (simulated s per wall s),
-raft (zlab local Raft vs PySyncObj), docker (lab start vs bare containers).
+raft (zlab local Raft vs PySyncObj), paxos (Multi-Paxos vs zlab's Raft, messages per op),
+docker (lab start vs bare containers).
 Figures are printed and written to bench/results.json.
 """
 
@@ -19,6 +20,7 @@ SECTIONS = {
     "anchors": "bench.anchor_section",
     "sim": "bench.sim_bench",
     "raft": "bench.raft_bench",
+    "paxos": "bench.paxos_bench",
     "docker": "bench.docker_bench",
 }
 

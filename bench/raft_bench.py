@@ -9,6 +9,10 @@ PySyncObj's latency set-up does (appendEntriesUseBatch=False on its side).
 
 zlab runs twice: with fsync (its default: an acknowledged write is on disk) and
 with ZLAB_FSYNC=0, which matches PySyncObj's journal (mmap, never fsync'd).
+
+The cluster, the client and both measurements take the scenario as text, so that
+other replicated key-value cores (bench/paxos_bench.py) are measured by the very
+same machinery.
 """
 
 from __future__ import annotations
@@ -32,14 +36,14 @@ config: {election_timeout: [300ms, 600ms], heartbeat: 50ms}
 
 
 @contextmanager
-def _cluster(fsync: bool):
+def _cluster(fsync: bool, scenario: str = SCENARIO):
     from lab.backends.local import LocalBackend
     from lab.topology import load_scenario_text
 
     saved = {k: os.environ.get(k) for k in ("ZLAB_FSYNC", "ZLAB_TRACE", "ZLAB_HOME")}
     with tempfile.TemporaryDirectory(prefix="zlab-bench-") as tmp:
         os.environ.update(ZLAB_FSYNC="1" if fsync else "0", ZLAB_TRACE="protocol", ZLAB_HOME=tmp)
-        backend = LocalBackend(load_scenario_text(SCENARIO), 1, f"{tmp}/run")
+        backend = LocalBackend(load_scenario_text(scenario), 1, f"{tmp}/run")
         try:
             backend.start()
             yield backend
@@ -60,7 +64,7 @@ def _leader(backend: Any, timeout: float = 10.0) -> str:
             if st and st.get("role") == "leader":
                 return n
         time.sleep(0.05)
-    raise RuntimeError("no Raft leader within 10 s")
+    raise RuntimeError(f"no leader within {timeout:.0f} s")
 
 
 class _Client:
@@ -85,9 +89,10 @@ class _Client:
         self.b.submit(leader, op, done)
 
 
-def _success_at(fsync: bool, seconds: float) -> Any:
+def success_at(fsync: bool, seconds: float, scenario: str = SCENARIO) -> Any:
+    """The success fraction of ``rate`` writes a second offered for ``seconds``, on a fresh cluster."""
     def at(rate: int) -> float:
-        with _cluster(fsync) as b:
+        with _cluster(fsync, scenario) as b:
             leader = _leader(b)
             client = _Client(b)
             start = b.now()
@@ -103,8 +108,9 @@ def _success_at(fsync: bool, seconds: float) -> Any:
     return at
 
 
-def _sequential(fsync: bool, count: int) -> dict[str, float]:
-    with _cluster(fsync) as b:
+def sequential(fsync: bool, count: int, scenario: str = SCENARIO) -> dict[str, float]:
+    """Commit latency of ``count`` writes one at a time: ``{p50_ms, p99_ms, count}``."""
+    with _cluster(fsync, scenario) as b:
         leader = _leader(b)
         client = _Client(b)
         samples = []
@@ -130,8 +136,8 @@ def run(seconds: float = 4.0, count: int = 300) -> dict[str, Any]:
     print(f"   PySyncObj max rate with >= 90% success: {pso_tp['max_rps']}/s")
     out["pysyncobj"] = {"sequential": pso_seq, "throughput": pso_tp}
     for label, fsync in (("zlab_fsync", True), ("zlab_nofsync", False)):
-        seq = _sequential(fsync, count)
-        best, tried = max_rate(_success_at(fsync, seconds), 100, 80000)
+        seq = sequential(fsync, count)
+        best, tried = max_rate(success_at(fsync, seconds), 100, 80000)
         ratio_tp = best / pso_tp["max_rps"] if pso_tp["max_rps"] else float("inf")
         ratio_p50 = seq["p50_ms"] / pso_seq["p50_ms"]
         print(f"   {label}: sequential p50 {seq['p50_ms']:.1f} ms p99 {seq['p99_ms']:.1f} ms "

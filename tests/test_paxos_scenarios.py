@@ -1,0 +1,91 @@
+"""The shipped Paxos scenarios (topologies/paxos-*.yaml, multipaxos-*.yaml) give their expected
+verdicts: every one on the simulator, the duel's livelock and the partition on local processes,
+and the Multi-Paxos leader crash on Docker containers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab.checks.base import HOLDS
+from lab.runner import RunResult, run_scenario
+from lab.topology import load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPOLOGIES = sorted(p.name for p in (ROOT / "topologies").glob("*paxos-*.yaml"))
+
+
+def run(name: str, backend: str, tmp_path: Path) -> RunResult:
+    s = load_scenario(str(ROOT / "topologies" / name))
+    r = run_scenario(s, backend, out=tmp_path / "run", quiet=True, write=backend != "sim")
+    got = {v.check: v.verdict for v in r.verdicts}
+    assert r.exit_code == 0, (got, [v.detail for v in r.verdicts])
+    assert got == {c: s.expect.get(c, HOLDS) for c in s.checks}
+    return r
+
+
+def test_the_shipped_scenarios_are_the_ones_the_docs_promise() -> None:
+    assert TOPOLOGIES == ["multipaxos-5.yaml", "multipaxos-leader-crash.yaml", "multipaxos-partition.yaml",
+                          "multipaxos-repartition.yaml", "paxos-backoff.yaml", "paxos-duel.yaml"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in TOPOLOGIES:
+        assert f"`{name}`" in readme, name
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("name", TOPOLOGIES)
+def test_topology_gives_its_expected_verdicts_on_the_simulator(name: str, tmp_path: Path) -> None:
+    r = run(name, "sim", tmp_path)
+    if name.startswith("multipaxos"):       # and not vacuously: the clients got their answers
+        assert r.stats["ok"] > 300 and r.stats["commits"] > 300
+    if name == "multipaxos-leader-crash.yaml":
+        leader_crash_claims(r)
+    if name == "multipaxos-partition.yaml":
+        partition_claims(r)
+
+
+def leader_crash_claims(r: RunResult) -> None:
+    """A new leader within a second of the crash; the restarted one catches up."""
+    crashes = [e for e in r.trace if e["ev"] == "fault" and e["data"].get("action") == "crash"
+               and e["data"].get("phase") == "apply"]
+    assert len(crashes) == 2
+    victim = crashes[0]["data"]["target"]
+    victim = victim[0] if isinstance(victim, list) else victim
+    takeovers = [e for e in r.trace if e["ev"] == "state" and e["data"].get("role") == "leader"
+                 and crashes[0]["ts"] < e["ts"] < crashes[0]["ts"] + 1.0]
+    assert takeovers and takeovers[0]["node"] != victim
+    # the restarted leader executes what was chosen while it was down
+    last = max(e["data"]["slot"] for e in r.trace if e["ev"] == "commit")
+    assert any(e["ev"] == "commit" and e["node"] == victim and e["data"]["slot"] >= last - 5
+               for e in r.trace)
+
+
+def partition_claims(r: RunResult) -> None:
+    """The old leader, cut off with a minority, learns nothing until the heal."""
+    cut = next(e for e in r.trace if e["ev"] == "fault" and e["data"].get("action") == "partition")
+    heal = next(e for e in r.trace if e["ev"] == "fault" and e["data"].get("action") == "heal")
+    old = next(e["node"] for e in reversed(r.trace) if e["ts"] < cut["ts"] and e["ev"] == "state"
+               and e["data"].get("role") == "leader")
+    learned = [e for e in r.trace if e["ev"] == "commit" and e["node"] == old
+               and cut["ts"] + 0.05 < e["ts"] < heal["ts"]]
+    assert not learned, learned[:3]
+
+
+@pytest.mark.local
+@pytest.mark.parametrize("name", ["paxos-duel.yaml", "multipaxos-partition.yaml"])
+def test_topology_gives_its_expected_verdicts_on_local_processes(name: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The livelock is not a simulator artefact: real processes duel just the same."""
+    monkeypatch.setenv("ZLAB_HOME", str(tmp_path / "home"))
+    run(name, "local", tmp_path)
+
+
+@pytest.mark.docker
+def test_multipaxos_leader_crash_on_docker(zlab_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZLAB_HOME", str(tmp_path / "home"))
+    r = run("multipaxos-leader-crash.yaml", "docker", tmp_path)
+    kills = [e for e in r.trace if e["ev"] == "fault" and e["data"].get("action") == "crash"
+             and e["data"].get("phase") == "apply"]
+    assert kills and all(e["data"]["mechanism"] in ("signal", "docker") for e in kills), kills
+    assert any(e["ev"] == "log" and e["data"].get("msg") == "recovered" for e in r.trace)
