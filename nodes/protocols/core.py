@@ -167,6 +167,17 @@ class ConfigValueError(ValueError):
         self.message = message
 
 
+def check_timing(election_timeout: tuple[float, float], heartbeat: float) -> None:
+    """A leader-based core's two timers (Raft's, Multi-Paxos's): an election timeout above 0
+    and a heartbeat below its low end. Raises :class:`ConfigValueError`."""
+    lo = election_timeout[0]
+    if lo <= 0:
+        raise ConfigValueError("election_timeout", f"must be above 0, got {lo}s")
+    if not 0 < heartbeat < lo:
+        raise ConfigValueError("heartbeat", f"must be above 0 and below the election timeout's "
+                               f"low end ({lo}s), got {heartbeat}s")
+
+
 def convert(unit: str, value: Any) -> Any:
     """A YAML value in ``unit`` (see :class:`Tunables`) as Python: seconds, fractions, ints...
     Raises ValueError saying what was expected. Checker parameters use the same units."""

@@ -51,7 +51,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nodes.protocols import kv, synod
-from nodes.protocols.core import ConfigValueError, Context, Core, Tunables
+from nodes.protocols.core import ConfigValueError, Context, Core, Tunables, check_timing
 from nodes.protocols.fsm import Table, to_mermaid
 from nodes.protocols.synod import Ballot
 
@@ -110,12 +110,7 @@ class MultiPaxosConfig(Tunables):
     )
 
     def __post_init__(self) -> None:
-        lo, hi = self.election_timeout
-        if lo <= 0:
-            raise ConfigValueError("election_timeout", f"must be above 0, got {lo}s")
-        if not 0 < self.heartbeat < lo:
-            raise ConfigValueError("heartbeat", f"must be above 0 and below the election timeout's "
-                                   f"low end ({lo}s), got {self.heartbeat}s")
+        check_timing(self.election_timeout, self.heartbeat)
         if self.max_batch < 1:
             raise ConfigValueError("max_batch", "must be at least 1")
         if self.snapshot_every < 1:

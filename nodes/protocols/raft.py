@@ -43,7 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nodes.protocols import kv
-from nodes.protocols.core import ConfigValueError, Context, Core, Tunables
+from nodes.protocols.core import ConfigValueError, Context, Core, Tunables, check_timing
 
 # The command codec lives with the state machine (kv.py); these names are Raft's since before.
 from nodes.protocols.kv import CMD_FIELDS, encode_command  # noqa: F401
@@ -112,12 +112,7 @@ class RaftConfig(Tunables):
     )
 
     def __post_init__(self) -> None:
-        lo, hi = self.election_timeout
-        if lo <= 0:
-            raise ConfigValueError("election_timeout", f"must be above 0, got {lo}s")
-        if not 0 < self.heartbeat < lo:
-            raise ConfigValueError("heartbeat", f"must be above 0 and below the election timeout's "
-                                   f"low end ({lo}s), got {self.heartbeat}s")
+        check_timing(self.election_timeout, self.heartbeat)
         if self.max_append_entries < 1:
             raise ConfigValueError("max_append_entries", "must be at least 1")
 
