@@ -2,7 +2,8 @@
 
 Sections: anchors (pyzmq round trip, pynacl verify), sim (simulated s per wall s),
 raft (zlab local Raft vs PySyncObj), paxos (Multi-Paxos vs zlab's Raft, messages per op),
-docker (lab start vs bare containers).
+docker (lab start vs bare containers), swim (Lifeguard's false positives and detection time,
+on the simulator).
 Figures are printed and written to bench/results.json (sections run now replace their
 earlier figures; the others are kept), then `python -m bench.readme_table` puts them in
 the README. Each figure is the median of alternating trials (bench/trials.py).
@@ -25,6 +26,7 @@ SECTIONS = {
     "raft": "bench.raft_bench",
     "paxos": "bench.paxos_bench",
     "docker": "bench.docker_bench",
+    "swim": "bench.swim_bench",
 }
 
 

@@ -13,6 +13,7 @@ _WORKLOADS = {
     "kv": "lab.workloads.kv:KvWorkload",
     "transfer": "lab.workloads.transfer:TransferWorkload",
     "propose": "lab.workloads.propose:ProposeWorkload",
+    "membership": "lab.workloads.membership:MembershipWorkload",
 }
 
 

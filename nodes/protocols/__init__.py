@@ -13,6 +13,7 @@ _REGISTRY = {
     "threepc": "nodes.protocols.threepc:ThreePC",
     "paxos": "nodes.protocols.paxos:Paxos",
     "multipaxos": "nodes.protocols.multipaxos:MultiPaxos",
+    "swim": "nodes.protocols.swim:Swim",
 }
 
 
