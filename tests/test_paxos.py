@@ -264,3 +264,19 @@ def test_the_acceptor_log_switch_survives_a_crash_at_any_point() -> None:
     c = Acceptor(ctx2)
     c.load()
     assert len(c.accepted) == 100
+
+
+def test_the_propose_workload_sends_unique_values_and_reads_every_learner() -> None:
+    import random
+
+    from lab.errors import ConfigError
+    from lab.scenario import NodeSpec, Scenario, WorkloadSpec
+    from lab.workloads.propose import ProposeWorkload
+    s = Scenario(name="p", protocol="paxos", nodes=[NodeSpec("n1", role=["proposer"]), NodeSpec("n2"),
+                                                     NodeSpec("n3", role="acceptor")])
+    w = ProposeWorkload(WorkloadSpec(kind="propose"), s, random.Random(1))
+    assert [w.next_op(0)["value"] for _ in range(3)] == [1, 2, 3]
+    assert [node for node, _ in w.final_ops()] == ["n2"]          # n2 names no role: all three
+    assert w.record_final([{"type": "fail", "error": "undecided"}]) == {"learned": {}, "undecided": ["n2"]}
+    with pytest.raises(ConfigError, match="workload.keys"):
+        ProposeWorkload(WorkloadSpec(kind="propose", params={"keys": 3}), s, random.Random(1))
