@@ -88,7 +88,8 @@ def duel_on_local(backoff: str, tmp_path: Path) -> tuple[dict[str, Any], list[di
     """paxos-duel's nodes as local processes, with 50 ms links; once all are up, n1 and n2 are
     asked to propose at the same instant; 3 s later, every node's status and the answers."""
     s = load_scenario(str(ROOT / "topologies" / "paxos-duel.yaml"))
-    s.config.update(backoff=backoff, own_value=False, start_at="0s")
+    # A phase needs one round trip (100 ms here): the retry timeout must leave room for it.
+    s.config.update(backoff=backoff, own_value=False, start_at="0s", retry_timeout="300ms")
     s.network = NetworkSpec(LinkParams(delay=0.05, jitter=0.001))
     b = LocalBackend(s, 1, str(tmp_path / backoff))
     answers: list[dict[str, Any]] = []

@@ -62,8 +62,9 @@ class PaxosConfig(Tunables):
         default=0.1,
         metadata={"unit": "s", "doc": (
             "a proposer without a quorum of answers this long tries again with a higher ballot; a "
-            "learner that has not learned asks the acceptors this often. Shorter recovers from lost "
-            "messages sooner but pre-empts slow rounds of other proposers (and itself) more often")},
+            "learner that has not learned asks the acceptors this often. It must exceed a round trip "
+            "(a phase needs one) or every phase times out. Shorter recovers from lost messages "
+            "sooner but pre-empts slow rounds of other proposers (and itself) more often")},
     )
     backoff: str = dataclasses.field(
         default=synod.BACKOFF_EXPONENTIAL,
