@@ -119,6 +119,16 @@ def command_hash(command: str | None) -> str:
     return hashlib.blake2b(("null" if command is None else command).encode(), digest_size=8).hexdigest()
 
 
+def answer_now(state: KV, op: Any) -> dict[str, Any] | None:
+    """What a leader answers a client op without logging it: a failure for an op that cannot
+    be applied, or the remembered result of a retry already applied; None when the op must
+    go through the log."""
+    error = validate(op)
+    if error is not None:
+        return {"type": "fail", "error": error}
+    return state.answered(op)
+
+
 class KV:
     """Keys to values plus the per-client table of answered requests."""
 

@@ -342,13 +342,9 @@ class MultiPaxos(Core):
         if self.role != LEADER:
             self.ctx.reply(client, {"type": "fail", "error": "not_leader", "leader": self.leader})
             return
-        error = kv.validate(op)
-        if error is not None:
-            self.ctx.reply(client, {"type": "fail", "error": error})
-            return
-        done = self.kv.answered(op)
-        if done is not None:          # a retry of an op already executed
-            self.ctx.reply(client, done)
+        now = kv.answer_now(self.kv, op)
+        if now is not None:         # invalid, or a retry of an op already applied
+            self.ctx.reply(client, now)
             return
         slot = self.next_slot
         self.next_slot += 1

@@ -399,13 +399,9 @@ class Raft(Core):
         if self.role != LEADER:
             self.ctx.reply(client, {"type": "fail", "error": "not_leader", "leader": self.leader})
             return
-        error = kv.validate(op)
-        if error is not None:
-            self.ctx.reply(client, {"type": "fail", "error": error})
-            return
-        done = self.kv.answered(op)
-        if done is not None:        # a retry of an op already applied (and so committed)
-            self.ctx.reply(client, done)
+        now = kv.answer_now(self.kv, op)
+        if now is not None:         # invalid, or a retry of an op already applied
+            self.ctx.reply(client, now)
             return
         flat = _encode_flat(op)
         if flat is None:
