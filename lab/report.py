@@ -172,7 +172,7 @@ def run_stats(trace: Sequence[dict[str, Any]], history: Sequence[dict[str, Any]]
         if ev.get("ev") == "commit":
             n_commit_events += 1
             data = ev.get("data") or {}
-            commits.add(data.get("index", data.get("tx", n_commit_events)))
+            commits.add(data.get("index", data.get("slot", data.get("tx", n_commit_events))))
     leaders = leader_terms(trace)
     faults = [{"ts": ev["ts"], **(ev.get("data") or {})} for ev in trace if ev.get("ev") == "fault"]
     p50, p99 = percentile(lat, 50), percentile(lat, 99)

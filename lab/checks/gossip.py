@@ -130,6 +130,8 @@ def no_resurrection(run: RunData) -> Verdict:
                    {"deletions": deletions})
 
 
+PROTOCOLS = ("gossip",)     # whose checks these are (lab/checks/registry.py)
+
 CHECKS: dict[str, Checker] = {
     "eventual_delivery": eventual_delivery,
     "convergence": convergence,

@@ -142,6 +142,7 @@ def progress(run: RunData) -> Verdict:
     return Verdict(name, HOLDS, what, data)
 
 
+PROTOCOLS = ("pbft",)     # whose checks these are (lab/checks/registry.py)
 CHECKS: dict[str, Checker] = {
     "agreement": agreement,
     "committed_survives_view_change": committed_survives_view_change,

@@ -13,6 +13,7 @@ _WORKLOADS = {
     "kv": "lab.workloads.kv:KvWorkload",
     "transfer": "lab.workloads.transfer:TransferWorkload",
     "broadcast": "lab.workloads.broadcast:BroadcastWorkload",
+    "propose": "lab.workloads.propose:ProposeWorkload",
     "membership": "lab.workloads.membership:MembershipWorkload",
 }
 

@@ -12,6 +12,8 @@ _REGISTRY = {
     "raft": "nodes.protocols.raft:Raft",
     "twopc": "nodes.protocols.twopc:TwoPC",
     "threepc": "nodes.protocols.threepc:ThreePC",
+    "paxos": "nodes.protocols.paxos:Paxos",
+    "multipaxos": "nodes.protocols.multipaxos:MultiPaxos",
     "gossip": "nodes.protocols.gossip:Gossip",
     "swim": "nodes.protocols.swim:Swim",
 }

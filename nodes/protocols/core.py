@@ -180,6 +180,15 @@ class Core:
         return (*cls.default_checks, *(c for c in cls.optional_checks if c not in cls.default_checks))
 
 
+def role_names(role: Any) -> tuple[str, ...]:
+    """A node spec's ``role`` as a tuple of names: YAML gives one name, a list of them, or none."""
+    if role is None:
+        return ()
+    if isinstance(role, str):
+        return (role,)
+    return tuple(r for r in role if isinstance(r, str))
+
+
 class ConfigValueError(ValueError):
     """A protocol config value is wrong; ``field`` names it for the YAML loader."""
 
@@ -187,6 +196,17 @@ class ConfigValueError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+def check_timing(election_timeout: tuple[float, float], heartbeat: float) -> None:
+    """A leader-based core's two timers (Raft's, Multi-Paxos's): an election timeout above 0
+    and a heartbeat below its low end. Raises :class:`ConfigValueError`."""
+    lo = election_timeout[0]
+    if lo <= 0:
+        raise ConfigValueError("election_timeout", f"must be above 0, got {lo}s")
+    if not 0 < heartbeat < lo:
+        raise ConfigValueError("heartbeat", f"must be above 0 and below the election timeout's "
+                               f"low end ({lo}s), got {heartbeat}s")
 
 
 def convert(unit: str, value: Any) -> Any:
