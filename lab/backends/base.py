@@ -50,8 +50,10 @@ class Backend(ABC):
         """Run ``fn`` (on the runner's thread) when ``now()`` reaches ``t``."""
 
     @abstractmethod
-    def run_until(self, t: float) -> None:
-        """Deliver messages, fire timers and due callbacks until ``now() >= t``."""
+    def run_until(self, t: float, stop: Callable[[], bool] | None = None) -> None:
+        """Deliver messages, fire timers and due callbacks until ``now() >= t``, or until
+        ``stop()`` (checked between events) is true: a caller waiting for one answer does not
+        sit out the rest of its deadline (on the simulator, that is simulated time saved)."""
 
     # -- clients -----------------------------------------------------------
     @abstractmethod

@@ -168,11 +168,13 @@ class SimBackend(Backend):
     def call_at(self, t: float, fn: Callable[[], None]) -> None:
         self._push(max(t, self._now), fn, ())
 
-    def run_until(self, t: float) -> None:
+    def run_until(self, t: float, stop: Callable[[], bool] | None = None) -> None:
         heap = self._heap
         pop = heapq.heappop
         last, streak, limit = self._now, 0, self.max_same_instant
         while heap and heap[0][0] <= t:
+            if stop is not None and stop():
+                return          # virtual time stays where the awaited event happened
             when, _, fn, args = pop(heap)
             if when == last:
                 streak += 1
