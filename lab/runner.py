@@ -20,17 +20,18 @@ import random
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lab import metrics, report
 from lab.backends import backend_class
 from lab.backends.base import Backend
-from lab.checks.base import RunData, Verdict
+from lab.checks.base import RunData
 from lab.checks.registry import run_checks
 from lab.faultplan import FaultPlan
 from lab.history import FAIL, INFO, OK, History
+from lab.runresult import RunResult
 from lab.scenario import Scenario
 from lab.tracefile import merge
 from lab.workloads import Workload
@@ -46,23 +47,6 @@ FINAL_ATTEMPTS = 3          # tries of each final read before its last outcome s
 # that would let a client spin without virtual time moving.
 MIN_GAP = 0.001
 PROGRESS_EVERY = 0.5
-
-
-@dataclass
-class RunResult:
-    scenario: Scenario
-    backend: str
-    seed: int
-    run_dir: Path
-    verdicts: list[Verdict]
-    exit_code: int
-    stats: dict[str, Any]
-    resolved: dict[str, Any]
-    trace: list[dict[str, Any]] = field(repr=False, default_factory=list)
-    history: list[dict[str, Any]] = field(repr=False, default_factory=list)
-    final: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def derive_seeds(seed: int) -> dict[str, int]:
