@@ -188,7 +188,7 @@ class Clients:
             self.leader = node
             self._finish(state, OK, self._ok_value(state.op, res), res)
         elif kind == FAIL:
-            # Jepsen keeps the invocation's value on a failed op; the error is in the trace.
+            # Jepsen keeps the invocation's value on a failed op, and the error beside it.
             self._finish(state, FAIL, state.op.get("value"), res)
         else:                   # info, or an answer we cannot read: the outcome is unknown
             self._finish(state, INFO, None, res)
@@ -208,7 +208,8 @@ class Clients:
         state.done = True
         slot = state.slot
         now = self.backend.now()
-        self.history.complete(slot.process, kind, value, now)
+        self.history.complete(slot.process, kind, value, now,
+                              error=res.get("error") if kind == FAIL else None)
         self.counts[kind] += 1
         if kind == INFO:
             slot.process = self.history.fresh_process()
