@@ -130,6 +130,12 @@ def is_nemesis(ev: dict[str, Any]) -> bool:
     return ev.get("process") in NEMESIS
 
 
+def client_name(process: Process) -> str:
+    """The name a process's requests carry on the wire (``client`` beside ``seq``): how a
+    checker ties a history's operation to the trace's ``request`` events."""
+    return f"c{process}"
+
+
 def process_order(p: Process) -> tuple[int, int, str]:
     """A sort key that orders integer and string processes alike (integers first)."""
     return (0, p, "") if isinstance(p, int) else (1, 0, p)

@@ -30,7 +30,7 @@ from lab.backends.base import Backend
 from lab.checks.base import RunData
 from lab.checks.registry import run_checks
 from lab.faultplan import FaultPlan
-from lab.history import FAIL, INFO, OK, History
+from lab.history import FAIL, INFO, OK, History, client_name
 from lab.runresult import RunResult
 from lab.scenario import Scenario
 from lab.tracefile import merge
@@ -146,7 +146,7 @@ class Clients:
         self._seq += 1
         slot.busy = True
         slot.last_invoke = now
-        state = _Op(slot, dict(op), f"c{slot.process}", self._seq, now, now + self.timeout,
+        state = _Op(slot, dict(op), client_name(slot.process), self._seq, now, now + self.timeout,
                     on_done=on_done)
         self.history.invoke(slot.process, op["f"], op.get("key"), op.get("value"), now)
         self.counts["invoked"] += 1
