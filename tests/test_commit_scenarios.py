@@ -134,9 +134,11 @@ def test_bug_vote_before_durable_loses_a_promised_commit() -> None:
 
 
 def _abort_on_recovery(bugs: list[str]) -> Scenario:
-    # p2 votes YES, crashes and restarts while p1's slow YES is still on its way.
-    return scenario("threepc", participants=2, slow=[("p1", "coord")], duration=1.5,
-                    config={"bugs": bugs}, faults=[crash(0.05, "p2", 0.05)])
+    # p2 votes YES, crashes and restarts while both YES votes cross slow links. Its answers stay
+    # slow, so the coordinator commits at ack_timeout before p2's reply to PreCommit ("aborted")
+    # can tell it otherwise.
+    return scenario("threepc", participants=2, slow=[("p1", "coord"), ("p2", "coord")], duration=1.5,
+                    config={"bugs": bugs, "ack_timeout": "100ms"}, faults=[crash(0.05, "p2", 0.05)])
 
 
 @pytest.mark.sim

@@ -179,6 +179,22 @@ class CommitCore(Core):
     # Config fields (seconds) of the coordinator's ack timer and a participant's ask timer.
     ack_timer_field: ClassVar[str]
     ask_timer_field: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """The shared round's handlers and actions, under the names of the protocol's own
+        messages, so its tables read in its own words: 2PC's ``on_coordinator_vote_commit``
+        and ``act_send_prepare``, 3PC's ``on_coordinator_yes`` and ``act_send_can_commit``."""
+        super().__init_subclass__(**kwargs)
+        if not hasattr(cls, "msg_ask"):
+            return
+        for name, fn in ((f"on_coordinator_{cls.msg_vote}", CommitCore.on_coordinator_vote),
+                         (f"on_coordinator_{cls.msg_refuse}", CommitCore.on_coordinator_refusal),
+                         (f"on_participant_{cls.msg_ask}", CommitCore.on_participant_ask),
+                         (f"act_send_{cls.msg_ask}", CommitCore.act_send_ask),
+                         (f"act_send_{cls.msg_vote}", CommitCore.act_send_vote),
+                         (f"act_send_{cls.msg_refuse}", CommitCore.act_send_refusal)):
+            if not hasattr(cls, name):
+                setattr(cls, name, fn)
     # participant states that hold locks without knowing the outcome
     undecided: ClassVar[frozenset[str]] = frozenset()
     default_checks = ("atomicity", "conservation", "no_commit_after_abort", "nonblocking")

@@ -197,14 +197,6 @@ class ThreePC(CommitCore):
             return "recover_unilateral"
         return "recover"
 
-    # The shared round (commit.py) under 3PC's names.
-    on_coordinator_yes = CommitCore.on_coordinator_vote
-    on_coordinator_no = CommitCore.on_coordinator_refusal
-    on_participant_can_commit = CommitCore.on_participant_ask
-    act_send_can_commit = CommitCore.act_send_ask
-    act_send_yes = CommitCore.act_send_vote
-    act_send_no = CommitCore.act_send_refusal
-
     # -- coordinator -------------------------------------------------------------------------
     def _to_all(self, t: Txn, type: str) -> None:
         for p in t.participants:

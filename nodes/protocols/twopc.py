@@ -10,7 +10,8 @@ or drop the change, release the locks and ACK. Every step recovery needs is in
 a write-ahead log (``ctx.storage`` log ``wal``) before the message that
 depends on it leaves.
 
-The shared machinery (roles, bank, log, table stepping) is in ``commit.py``.
+The shared machinery (roles, bank, log, table stepping, the voting round and the
+answers to outcomes) is in ``commit.py``, under 2PC's message names.
 """
 
 from __future__ import annotations
@@ -137,14 +138,6 @@ class TwoPC(CommitCore):
     def start(self) -> None:
         self.unflushed: dict[str, dict[str, Any]] = {}   # bug vote_before_durable: records not yet written
         super().start()
-
-    # The shared round (commit.py) under 2PC's names.
-    on_coordinator_vote_commit = CommitCore.on_coordinator_vote
-    on_coordinator_vote_abort = CommitCore.on_coordinator_refusal
-    on_participant_prepare = CommitCore.on_participant_ask
-    act_send_prepare = CommitCore.act_send_ask
-    act_send_vote_commit = CommitCore.act_send_vote
-    act_send_vote_abort = CommitCore.act_send_refusal
 
     # -- coordinator -------------------------------------------------------------------------
     def act_log_decision(self, t: Txn, src: str | None) -> None:
