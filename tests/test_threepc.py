@@ -352,6 +352,16 @@ def test_bug_abort_on_recovery() -> None:
     assert c2.txns[TXN].state == "aborted" and ctx2.took() == []
 
 
+def test_bug_commit_on_recovery() -> None:
+    c, ctx = begun()
+    for p in ("p1", "p2"):
+        c.handle_message(p, "yes", {"txn": TXN})
+    c2, ctx2 = make(ThreePC, "coord", config={"bugs": ["commit_on_recovery"]}, storage=c.ctx.storage,
+                    nodes=NODES3)
+    assert c2.txns[TXN].state == "committed"        # asked nobody
+    assert types(ctx2.took()) == [("p1", "do_commit"), ("p2", "do_commit")]
+
+
 def test_config_refuses_a_ready_timeout_below_the_vote_timeout() -> None:
     from nodes.protocols.core import ConfigValueError, build_config
     with pytest.raises(ConfigValueError) as e:

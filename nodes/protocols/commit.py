@@ -1,5 +1,6 @@
-"""What 2PC and 3PC share: roles, sharding, the bank, the write-ahead log, client handling
-and table stepping. 3PC is 2PC's tables and messages changed, not a second bank.
+"""What 2PC and 3PC share: roles, sharding, the bank, the write-ahead log, client handling,
+table stepping, and the voting round (asking, voting, acks, questions about the outcome).
+3PC is 2PC's tables and messages changed, not a second bank.
 
 Roles come from the node specs: the node with ``role: coordinator`` runs
 transactions; every ``role: participant`` node is a resource manager holding

@@ -94,6 +94,7 @@ COORDINATOR_TABLE = Table("3pc coordinator", INIT, [
     # PreCommit may have died with the process, after its log record: the participants may
     # have terminated with abort since. Ask them; an outcome one of them knows is the outcome.
     ("precommit", "recover", "precommit", ("ask_outcome", "start_ask_timer")),
+    ("precommit", "recover_unilateral", COMMITTED, ("log_decision", "send_do_commit")),  # bug only
     ("precommit", "ask_timeout", "precommit", ("ask_outcome", "start_ask_timer")),
     ("precommit", "learn_commit", COMMITTED, ("stop_asking", "log_decision", "send_do_commit",
                                               "reply_client")),
@@ -181,8 +182,13 @@ class ThreePC(CommitCore):
         "abort_on_recovery": "a participant that restarts uncertain (voted YES, no outcome) aborts "
                              "on its own instead of asking: 3PC does not allow independent recovery, "
                              "and the others may have committed meanwhile",
+        "commit_on_recovery": "a coordinator that restarts in precommit commits on its own, as if "
+                              "its PreCommits had left with the log record; killed between the two, "
+                              "it commits what the participants, never precommitted, terminated "
+                              "with abort",
     }
-    bug_breaks = {"abort_on_recovery": ("atomicity", "no_commit_after_abort", "conservation")}
+    bug_breaks = {"abort_on_recovery": ("atomicity", "no_commit_after_abort", "conservation"),
+                  "commit_on_recovery": ("atomicity", "no_commit_after_abort")}
     coordinator_table = COORDINATOR_TABLE
     participant_table = PARTICIPANT_TABLE
     msg_ask, msg_vote, msg_refuse = "can_commit", "yes", "no"
@@ -194,6 +200,8 @@ class ThreePC(CommitCore):
 
     def recover_event(self, t: Txn) -> str:
         if self.role != COORDINATOR and t.state == READY and self.has_bug("abort_on_recovery"):
+            return "recover_unilateral"
+        if self.role == COORDINATOR and t.state == "precommit" and self.has_bug("commit_on_recovery"):
             return "recover_unilateral"
         return "recover"
 
