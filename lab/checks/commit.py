@@ -143,8 +143,12 @@ def _client_outcome(result: Any) -> str | None:
 def outcomes(data: RunData) -> Outcomes:
     """Every decision of every party of every transaction: the nodes' decided states, the
     answers the trace shows going to clients, and the history's answers to transfers."""
+    return _read(data)[1]
+
+
+def _outcomes(data: RunData, txns: dict[str, _Txn]) -> Outcomes:
     out: Outcomes = defaultdict(lambda: defaultdict(list))
-    for tid, t in transactions(data.trace).items():
+    for tid, t in txns.items():
         for node, states in t.states.items():
             out[tid][node].extend((ts, s) for ts, s in states if s in DECIDED)
     by_handle, by_client = _requests(data.trace)
@@ -177,6 +181,23 @@ def outcomes(data: RunData) -> Outcomes:
     return out
 
 
+# The four checks read the same run one after the other: it is parsed once. The entry holds the
+# trace and history it was made from (so neither can be freed and its id reused) and their lengths.
+_last: list[Any] = [None, None, 0, 0, None]
+
+
+def _read(data: RunData) -> tuple[dict[str, _Txn], Outcomes]:
+    """(transactions, outcomes) of ``data``'s run, parsed once for all the checks of that run."""
+    trace, history = data.trace, data.history
+    if (_last[0] is trace and _last[1] is history
+            and _last[2] == len(trace) and _last[3] == len(history)):
+        return _last[4]
+    txns = transactions(trace)
+    parsed = (txns, _outcomes(data, txns))
+    _last[:] = [trace, history, len(trace), len(history), parsed]
+    return parsed
+
+
 def _party(name: str) -> str:
     return "its client" if name == CLIENT else name
 
@@ -201,8 +222,7 @@ def _split_detail(label: str, tid: str, parties: dict[str, list[tuple[float, str
 # -- atomicity -------------------------------------------------------------------------------
 
 def atomicity(data: RunData) -> Verdict:
-    txns = transactions(data.trace)
-    decided = outcomes(data)
+    txns, decided = _read(data)
     split: dict[str, dict[str, str]] = {}
     blocked: dict[str, list[str]] = defaultdict(list)
     for tid in sorted(set(txns) | set(decided)):
@@ -327,7 +347,7 @@ def nonblocking(data: RunData) -> Verdict:
     """``threshold`` (s, YAML ``{name: nonblocking, threshold: 2s}``): how long a participant
     may stay undecided holding locks before it counts as blocked."""
     threshold = data.params.get("threshold", THRESHOLD)
-    txns = transactions(data.trace)
+    txns = _read(data)[0]
     end = _end(data.trace)
     spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
     at_end: dict[str, list[str]] = defaultdict(list)
