@@ -242,6 +242,10 @@ def cmd_protocols(args: argparse.Namespace) -> int:
             print("  bugs:")
             for bug, what in sorted(cls.bugs.items()):
                 print(f"    {bug}: {what}")
+        if cls.behaviours:
+            print("  byzantine behaviours (a node's `byzantine: [...]` in YAML):")
+            for name, what in sorted(cls.behaviours.items()):
+                print(f"    {name}: {what}")
     return 0
 
 

@@ -140,16 +140,17 @@ def write_checks(run_dir: Path, verdicts: Iterable[Verdict], expect: dict[str, s
 
 
 def leader_terms(trace: Iterable[dict[str, Any]]) -> list[tuple[float, str, Any]]:
-    """(ts, node, term) of every node becoming leader, in trace order."""
+    """(ts, node, term) of every node becoming leader (a PBFT primary: its view), in trace order."""
     out = []
     seen: set[tuple[str, Any]] = set()
     for ev in trace:
         data = ev.get("data") or {}
-        if ev.get("ev") == "state" and data.get("role") == "leader":
-            key = (ev["node"], data.get("term"))
+        if ev.get("ev") == "state" and data.get("role") in ("leader", "primary"):
+            term = data.get("term", data.get("view"))
+            key = (ev["node"], term)
             if key not in seen:
                 seen.add(key)
-                out.append((ev["ts"], ev["node"], data.get("term")))
+                out.append((ev["ts"], ev["node"], term))
     return out
 
 

@@ -316,7 +316,28 @@ class _Loader:
         if "region" in m and not m["region"].is_null():
             region = m["region"].str_(what="a region name")
         attrs = {k: v.value() for k, v in m.items() if k not in ("name", "role", "region")}
+        if "byzantine" in m:
+            attrs["byzantine"] = self.byzantine(m["byzantine"])
         return NodeSpec(self.node_name(m["name"]), role=role, region=region, attrs=attrs)
+
+    def byzantine(self, y: _Y) -> list[str]:
+        """A node's Byzantine behaviours: names the protocol's core lists (``zlab protocols``)."""
+        known = protocols.get(self.protocol_name).behaviours
+        if not known:
+            raise y.error(f"{self.protocol_name} has no Byzantine behaviours "
+                          "(a node may be byzantine only under a protocol that models them)")
+        items = y.seq("list of behaviours") if y.is_seq() else [y]
+        out: list[str] = []
+        for item in items:
+            name = item.str_(what="a behaviour name")
+            if name not in known:
+                hint = difflib.get_close_matches(name, sorted(known), n=1)
+                also = f"; did you mean {hint[0]}?" if hint else ""
+                raise item.error(f"{self.protocol_name} has no behaviour {name!r} "
+                                 f"(known: {', '.join(sorted(known))}){also}")
+            if name not in out:
+                out.append(name)
+        return out
 
     def node_name(self, y: _Y) -> str:
         name = y.str_(_NODE_NAME, "a node name (a letter, then letters, digits, _ or -)")
