@@ -21,10 +21,10 @@ class Net(_Net[Raft]):
     def __init__(self, n: int = 3, seed: int = 1, config: dict[str, Any] | None = None,
                  **kw: Any) -> None:
         super().__init__(Raft, n=n, seed=seed, config=config, **kw)
-        self.history: list[dict[str, Any]] = []      # what client() recorded, Jepsen's way
+        self.history: list[dict[str, Any]] = []      # what client_op() recorded, Jepsen's way
         self._seq = 0
 
-    def client(self, node: str, op: dict[str, Any], process: int) -> dict[str, Any] | None:
+    def client_op(self, node: str, op: dict[str, Any], process: int) -> dict[str, Any] | None:
         """One client operation with a history: invoked now at ``node``, everything delivered,
         completed with the answer if one came (else left open: ``info`` to the checker)."""
         self._seq += 1
@@ -71,7 +71,7 @@ class Net(_Net[Raft]):
         self.deliver_all()
 
     def checks(self) -> dict[str, Verdict]:
-        """The Raft checks over the trace, and ``linearizable`` over what client() recorded."""
+        """The Raft checks over the trace, and ``linearizable`` over what client_op() recorded."""
         run = self.run_data(self.history)
         return {name: fn(run) for name, fn in {**CHECKS, "linearizable": linearizable}.items()}
 

@@ -216,12 +216,12 @@ def ack_before_commit(bugs: list[str]) -> Net:
     net.elect("n1")
     net.heartbeat("n1")
     net.isolate("n1")
-    net.client("n1", {"f": "write", "key": "x", "value": 1}, process=1)
+    net.client_op("n1", {"f": "write", "key": "x", "value": 1}, process=1)
     net.tick(0.05)
     net.elect("n2")                        # term 2, with n3
     net.recover()
     net.heartbeat("n2")                    # n1 steps down; its index 2 is overwritten
-    assert net.client("n2", {"f": "read", "key": "x"}, process=2) == {"type": "ok", "value": None}
+    assert net.client_op("n2", {"f": "read", "key": "x"}, process=2) == {"type": "ok", "value": None}
     return net
 
 
