@@ -2,7 +2,7 @@
 
     zlab run SCENARIO.yaml [--backend sim|local|docker] [--seed N] [--out DIR] [--no-progress]
     zlab check RUN_DIR                       re-run a stored run's checks
-    zlab check --history FILE --model kv     check a history file alone
+    zlab check --history FILE --model kv     check a history file alone (--format edn: Jepsen's)
     zlab protocols [NAME] [--diagram NAME]   protocols, their tunables and named bugs
     zlab up/status/fault/client/logs/down    (lab/cli_lab.py, when present)
 
@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("run_dir", nargs="?", help="a run directory written by `zlab run`")
     check.add_argument("--history", help="a history.jsonl to check on its own")
     check.add_argument("--model", default="kv", help="model for --history (default: kv)")
+    check.add_argument("--format", default=None, choices=["jsonl", "edn"], dest="fmt",
+                       help="of --history: zlab's jsonl, or Jepsen's history.edn "
+                            "(default: edn for a .edn file, else jsonl)")
     check.add_argument("--time-limit", type=float, default=30.0, metavar="S",
                        help="seconds the linearizability search may take (default 30)")
     check.set_defaults(func=cmd_check)
@@ -142,16 +145,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.history:
         if args.run_dir:
             raise ConfigError("give either RUN_DIR or --history, not both")
-        return check_history(args.history, args.model, args.time_limit)
+        fmt = args.fmt or ("edn" if args.history.endswith(".edn") else "jsonl")
+        return check_history(args.history, args.model, args.time_limit, fmt)
     if not args.run_dir:
         raise ConfigError("zlab check wants a RUN_DIR or --history FILE")
     return check_run_dir(Path(args.run_dir), args.time_limit)
 
 
-def check_history(path: str, model: str, time_limit: float) -> int:
+def check_history(path: str, model: str, time_limit: float, fmt: str = "jsonl") -> int:
     from lab.checks.base import HOLDS, VIOLATED
     from lab.checks.linearizable import check_history_file
-    v = check_history_file(path, model, time_limit)
+    v = check_history_file(path, model, time_limit, fmt)
     print(f"{v.check}: {v.verdict}" + (f" -- {v.detail}" if v.detail else ""))
     return 0 if v.verdict == HOLDS else 1 if v.verdict == VIOLATED else 2
 

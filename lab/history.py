@@ -1,7 +1,8 @@
 """Client operation histories (``history.jsonl``), in Jepsen's model.
 
-A history is a list of events, one dict each: ``process``, ``type``
-(``invoke`` ``ok`` ``fail`` ``info``), ``f``, ``key``, ``value``, ``ts``.
+A history is a list of events, one dict each: ``process`` (an integer or a
+string), ``type`` (``invoke`` ``ok`` ``fail`` ``info``), ``f``, ``key``,
+``value``, ``ts``, and on a ``fail`` an optional ``error``.
 A process has at most one operation in flight: its ``invoke`` is followed by
 exactly one completion. ``info`` means the outcome is not known, so the
 operation may or may not have taken effect, at any time after its invocation;
@@ -10,6 +11,9 @@ forever) and the client continues under a fresh process number.
 
 The runner records with :class:`History`; checkers read with
 :func:`load_history` and turn events into operations with :func:`pair_ops`.
+Jepsen's ``history.edn`` is read by ``lab/jepsen_edn.py`` into the same events.
+Events of the process ``nemesis`` (Jepsen's fault injector) are not client
+operations: loading and pairing leave them out, as Jepsen's checkers do.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ INVOKE, OK, FAIL, INFO = "invoke", "ok", "fail", "info"
 EVENT_TYPES = (INVOKE, OK, FAIL, INFO)
 OUTCOMES = (OK, FAIL, INFO)
 FIELDS = ("process", "type", "f", "key", "value", "ts")
+NEMESIS = frozenset({"nemesis", ":nemesis"})   # Jepsen's fault injector: not a client
+Process = int | str
 
 
 def _round_ts(ts: float) -> float:
@@ -63,8 +69,10 @@ class History:
         self.events.append(ev)
         return ev
 
-    def complete(self, process: int, type: str, value: Any, ts: float) -> dict[str, Any]:
-        """Record the outcome (``ok`` ``fail`` ``info``) of ``process``'s operation."""
+    def complete(self, process: int, type: str, value: Any, ts: float,
+                 error: Any = None) -> dict[str, Any]:
+        """Record the outcome (``ok`` ``fail`` ``info``) of ``process``'s operation; a ``fail``
+        keeps the ``error`` the system gave, if any (``cas_mismatch``, ``aborted``...)."""
         if type not in OUTCOMES:
             raise ProtocolError(f"history: outcome must be one of {', '.join(OUTCOMES)}, got {type!r}")
         inv = self._in_flight.pop(process, None)
@@ -72,6 +80,8 @@ class History:
             raise ProtocolError(f"history: process {process} completed with no operation in flight")
         ev = {"process": process, "type": type, "f": inv["f"], "key": inv["key"], "value": value,
               "ts": _round_ts(max(ts, inv["ts"]))}
+        if type == FAIL and error is not None:
+            ev["error"] = error
         if type == INFO:
             self._retired.add(process)
         self.events.append(ev)
@@ -97,15 +107,38 @@ class History:
 
 
 def write_history(events: Iterable[dict[str, Any]], path: str | Path) -> None:
-    """Write events as jsonl, keys sorted, one event a line."""
+    """Write events as jsonl, keys sorted, one event a line (``error`` only where there is one)."""
     with open(path, "w", encoding="utf-8") as fh:
         for ev in events:
             line = {k: ev.get(k) for k in FIELDS}
+            if ev.get("error") is not None:
+                line["error"] = ev["error"]
             fh.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
 
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def is_process(x: Any) -> bool:
+    """A process names a client: an integer (zlab's runner) or a string (``"c1"``, Jepsen's
+    ``nemesis``)."""
+    return _is_int(x) or (isinstance(x, str) and x != "")
+
+
+def is_nemesis(ev: dict[str, Any]) -> bool:
+    return ev.get("process") in NEMESIS
+
+
+def client_name(process: Process) -> str:
+    """The name a process's requests carry on the wire (``client`` beside ``seq``): how a
+    checker ties a history's operation to the trace's ``request`` events."""
+    return f"c{process}"
+
+
+def process_order(p: Process) -> tuple[int, int, str]:
+    """A sort key that orders integer and string processes alike (integers first)."""
+    return (0, p, "") if isinstance(p, int) else (1, 0, p)
 
 
 def validate_event(ev: Any) -> str | None:
@@ -115,8 +148,8 @@ def validate_event(ev: Any) -> str | None:
     for name in ("process", "type", "f", "ts"):
         if name not in ev:
             return f"missing field {name!r}"
-    if not _is_int(ev["process"]):
-        return f"process must be an integer, got {ev['process']!r}"
+    if not is_process(ev["process"]):
+        return f"process must be an integer or a string, got {ev['process']!r}"
     if ev["type"] not in EVENT_TYPES:
         return f"type must be one of {', '.join(EVENT_TYPES)}, got {ev['type']!r}"
     if not isinstance(ev["f"], str) or not ev["f"]:
@@ -131,28 +164,39 @@ def validate_event(ev: Any) -> str | None:
 
 
 def load_history(path: str | Path) -> list[dict[str, Any]]:
-    """Read and validate ``history.jsonl``. Raises CheckError ``path:line: what``.
+    """Read and validate ``history.jsonl``. Raises CheckError ``path:line: what``."""
+    return validated((f"{path}:{lineno}", ev) for lineno, ev in read_jsonl(path, "history"))
 
-    Besides each line's own shape it checks the process discipline: no
+
+def validated(items: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """The client events of ``(where, event)`` pairs, each checked; CheckError ``where: what``.
+
+    Besides each event's own shape it checks the process discipline: no
     completion without an invocation, no second invocation while one is in
     flight, no completion before its invocation, a completion's ``f`` and
     ``key`` equal to its invocation's. ``key`` and ``value`` may be left out
-    (they mean null).
+    (they mean null); a completion's ``error`` is kept. The nemesis's events
+    are left out.
     """
     events: list[dict[str, Any]] = []
-    open_: dict[int, dict[str, Any]] = {}
-    for lineno, ev in read_jsonl(path, "history"):
+    open_: dict[Process, dict[str, Any]] = {}
+    for where, ev in items:
         problem = validate_event(ev)
+        if problem is None and is_nemesis(ev):
+            continue
         if problem is None:
             problem = _check_discipline(ev, open_)
         if problem is not None:
-            raise CheckError(f"{path}:{lineno}: {problem}")
-        events.append({"process": ev["process"], "type": ev["type"], "f": ev["f"],
-                       "key": ev.get("key"), "value": ev.get("value"), "ts": ev["ts"]})
+            raise CheckError(f"{where}: {problem}")
+        out = {"process": ev["process"], "type": ev["type"], "f": ev["f"],
+               "key": ev.get("key"), "value": ev.get("value"), "ts": ev["ts"]}
+        if ev.get("error") is not None and ev["type"] != INVOKE:
+            out["error"] = ev["error"]
+        events.append(out)
     return events
 
 
-def _check_discipline(ev: dict[str, Any], open_: dict[int, dict[str, Any]]) -> str | None:
+def _check_discipline(ev: dict[str, Any], open_: dict[Process, dict[str, Any]]) -> str | None:
     """One process, one op in flight; updates ``open_`` when the event is fine."""
     p = ev["process"]
     if ev["type"] == INVOKE:
@@ -176,7 +220,7 @@ def _check_discipline(ev: dict[str, Any], open_: dict[int, dict[str, Any]]) -> s
 class Op:
     """One client operation: an invocation and its outcome."""
 
-    process: int
+    process: Process
     f: str
     key: Any
     value_in: Any          # the invocation's value (what was written, [expected, new] for cas)
@@ -200,11 +244,13 @@ def pair_ops(events: Iterable[dict[str, Any]]) -> list[Op]:
     operation may take effect at any time after it was invoked.
     """
     ops: list[Op | None] = []
-    open_: dict[int, tuple[int, dict[str, Any]]] = {}
+    open_: dict[Process, tuple[int, dict[str, Any]]] = {}
     for n, ev in enumerate(events):
         problem = validate_event(ev)
         if problem is not None:
             raise CheckError(f"history event {n}: {problem}")
+        if is_nemesis(ev):
+            continue
         p = ev["process"]
         if ev["type"] == INVOKE:
             if p in open_:

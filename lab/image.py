@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from lab.dockerclient import docker_client
 from lab.errors import BackendError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,15 +215,8 @@ def build_node(client: Any, tag: str, base: str, log: Log = _say, root: Path = R
 def ensure_image(client: Any | None = None, log: Log = _say, force: bool = False,
                  root: Path = ROOT) -> str:
     """The node image's tag, building it (and zlab's base if needed) only when missing."""
-    import docker
-    import docker.errors
-
     if client is None:
-        try:
-            client = docker.from_env(timeout=BUILD_TIMEOUT)
-            client.ping()
-        except docker.errors.DockerException as e:
-            raise BackendError(f"no Docker engine answers: {e}") from None
+        client = docker_client(timeout=BUILD_TIMEOUT)
     tag = node_tag(root)
     t0 = time.monotonic()
     with _BuildLock(tag):
@@ -276,7 +270,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.cmd == "prune":
-            from lab.backends.docker import docker_client
             prune(docker_client(), node_tag())
             return 0
         print(ensure_image(force=args.force))

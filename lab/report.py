@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
@@ -25,13 +25,11 @@ from lab.checks.registry import expected
 from lab.errors import ConfigError
 from lab.history import pair_ops, write_history
 from lab.metrics import percentile
+from lab.runresult import RunResult
 from lab.scenario import Scenario
 from lab.tracefile import write_trace
 from nodes.loader import load
 from nodes.units import format_duration
-
-if TYPE_CHECKING:
-    from lab.runner import RunResult
 
 RESULTS = "results"
 

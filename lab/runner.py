@@ -21,18 +21,19 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lab import metrics, report
 from lab.backends import backend_class
 from lab.backends.base import Backend
-from lab.checks.base import RunData, Verdict
+from lab.checks.base import RunData
 from lab.checks.registry import run_checks
 from lab.clientrule import Tally, client_rule_of
 from lab.faultplan import FaultPlan
-from lab.history import FAIL, INFO, OK, History
+from lab.history import FAIL, INFO, OK, History, client_name
+from lab.runresult import RunResult
 from lab.scenario import Scenario
 from lab.tracefile import merge
 from lab.workloads import Workload
@@ -48,23 +49,6 @@ FINAL_ATTEMPTS = 3          # tries of each final read before its last outcome s
 # that would let a client spin without virtual time moving.
 MIN_GAP = 0.001
 PROGRESS_EVERY = 0.5
-
-
-@dataclass
-class RunResult:
-    scenario: Scenario
-    backend: str
-    seed: int
-    run_dir: Path
-    verdicts: list[Verdict]
-    exit_code: int
-    stats: dict[str, Any]
-    resolved: dict[str, Any]
-    trace: list[dict[str, Any]] = field(repr=False, default_factory=list)
-    history: list[dict[str, Any]] = field(repr=False, default_factory=list)
-    final: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def derive_seeds(seed: int) -> dict[str, int]:
@@ -174,7 +158,7 @@ class Clients:
         self._seq += 1
         slot.busy = True
         slot.last_invoke = now
-        state = _Op(slot, dict(op), f"c{slot.process}", self._seq, now, now + self.timeout,
+        state = _Op(slot, dict(op), client_name(slot.process), self._seq, now, now + self.timeout,
                     on_done=on_done)
         self.history.invoke(slot.process, op["f"], op.get("key"), op.get("value"), now)
         self.counts["invoked"] += 1
@@ -246,7 +230,7 @@ class Clients:
             self.leader = node
             self._finish(state, OK, self._ok_value(state.op, res), res)
         elif kind == FAIL:
-            # Jepsen keeps the invocation's value on a failed op; the error is in the trace.
+            # Jepsen keeps the invocation's value on a failed op, and the error beside it.
             self._finish(state, FAIL, state.op.get("value"), res)
         else:                   # info, or an answer we cannot read: the outcome is unknown
             self._finish(state, INFO, None, res)
@@ -266,7 +250,8 @@ class Clients:
         state.done = True
         slot = state.slot
         now = self.backend.now()
-        self.history.complete(slot.process, kind, value, now)
+        self.history.complete(slot.process, kind, value, now,
+                              error=res.get("error") if kind == FAIL else None)
         self.counts[kind] += 1
         if kind == INFO:
             slot.process = self.history.fresh_process()

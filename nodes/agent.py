@@ -494,6 +494,11 @@ class Agent:
     # -- commit: persist, then send ----------------------------------------------------------
     def _commit(self) -> None:
         self.storage.flush()
+        # The handlers' trace lines reach the file (a write, no fsync: a killed process's
+        # writes survive in the page cache) before their messages and replies leave, so a
+        # SIGKILL after a send never loses the state or commit line whose effects a peer or
+        # a client saw: the checkers read only the trace.
+        self.tracer.flush()
         if self.out:
             out, self.out = self.out, []
             dealers = self.dealers
@@ -515,7 +520,7 @@ class Agent:
                     self.ctl.send_multipart([ident, control.pack_answers(answers)], zmq.NOBLOCK)
                 except zmq.ZMQError:
                     self.counters["control_send_errors"] += len(answers)
-        self.tracer.flush()
+        self.tracer.flush()          # the node_down drops of this commit, if any
 
     def _close(self) -> None:
         try:

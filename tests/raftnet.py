@@ -10,6 +10,7 @@ from memnet import MAX_STEPS, Message, NodeContext
 from memnet import Net as _Net
 
 from lab.checks.base import Verdict
+from lab.checks.linearizable import check as linearizable
 from lab.checks.raft import CHECKS
 from nodes.protocols.raft import LEADER, Raft
 
@@ -20,6 +21,27 @@ class Net(_Net[Raft]):
     def __init__(self, n: int = 3, seed: int = 1, config: dict[str, Any] | None = None,
                  **kw: Any) -> None:
         super().__init__(Raft, n=n, seed=seed, config=config, **kw)
+        self.history: list[dict[str, Any]] = []      # what client_op() recorded, Jepsen's way
+        self._seq = 0
+
+    def client_op(self, node: str, op: dict[str, Any], process: int) -> dict[str, Any] | None:
+        """One client operation with a history: invoked now at ``node``, everything delivered,
+        completed with the answer if one came (else left open: ``info`` to the checker)."""
+        self._seq += 1
+        name = f"c{process}"
+        self.history.append({"process": process, "type": "invoke", "f": op["f"], "key": op.get("key"),
+                             "value": op.get("value"), "ts": self.now})
+        before = len(self.replies_to(name))
+        self.request(node, {**op, "client": name, "seq": self._seq}, client=name)
+        self.deliver_all()
+        answers = self.replies_to(name)[before:]
+        if not answers:
+            return None
+        res = answers[0]
+        value = res.get("value") if op["f"] == "read" else op.get("value")
+        self.history.append({"process": process, "type": res["type"], "f": op["f"], "key": op.get("key"),
+                             "value": value, "ts": self.now})
+        return res
 
     def campaign(self, node: str) -> None:
         """Make ``node`` time out and start an election, then deliver everything."""
@@ -49,7 +71,9 @@ class Net(_Net[Raft]):
         self.deliver_all()
 
     def checks(self) -> dict[str, Verdict]:
-        return self.run_checks(CHECKS)
+        """The Raft checks over the trace, and ``linearizable`` over what client_op() recorded."""
+        run = self.run_data(self.history)
+        return {name: fn(run) for name, fn in {**CHECKS, "linearizable": linearizable}.items()}
 
     def verdicts(self) -> dict[str, str]:
         return {name: v.verdict for name, v in self.checks().items()}

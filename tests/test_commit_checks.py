@@ -74,8 +74,8 @@ def test_atomicity_holds_when_everyone_agrees() -> None:
 def test_atomicity_catches_a_split_decision() -> None:
     v = atomicity(run(SPLIT, protocol="threepc"))
     assert v.verdict == VIOLATED
-    assert v.detail == "3PC: transaction t1: committed at p1, aborted at p2"
-    assert v.data["split"] == {"t1": {"p1": "committed", "p2": "aborted"}}
+    assert v.detail == "3PC: transaction t1: committed at coord, p1; aborted at p2"
+    assert v.data["split"] == {"t1": {"coord": "committed", "p1": "committed", "p2": "aborted"}}
 
 
 def test_atomicity_counts_an_undecided_participant_as_blocked_not_split() -> None:
@@ -87,11 +87,105 @@ def test_atomicity_counts_an_undecided_participant_as_blocked_not_split() -> Non
 def test_no_commit_after_abort() -> None:
     assert no_commit_after_abort(run(GOOD)).verdict == HOLDS
     v = no_commit_after_abort(run(SPLIT))
-    assert v.verdict == VIOLATED and "p1 committed t1" in v.detail and "before p2 aborted" in v.detail
+    assert v.verdict == VIOLATED and "coord committed t1" in v.detail and "before p2 aborted" in v.detail
     # The coordinator's own abort counts: participants committed what it later aborted.
     late = [*GOOD[:6], st(4.0, "coord", "t1", "aborted", "coordinator")]
     v = no_commit_after_abort(run(late))
     assert v.verdict == VIOLATED and v.data["examples"][0]["aborted_by"] == "coord"
+
+
+# -- what the coordinator and the clients were told counts too --------------------------------
+
+def request(ts: float, node: str, handle: str, client: str, seq: int) -> dict[str, Any]:
+    return {"ts": ts, "node": node, "lc": 0, "ev": "request",
+            "data": {"client": handle, "op": {"f": "transfer", "from": 0, "to": 1, "amount": 5,
+                                              "client": client, "seq": seq}}}
+
+
+def reply(ts: float, node: str, handle: str, result: dict[str, Any]) -> dict[str, Any]:
+    return {"ts": ts, "node": node, "lc": 0, "ev": "reply", "data": {"client": handle, "result": result}}
+
+
+def transfer(process: int | str, t0: float, t1: float, outcome: str, **extra: Any) -> list[dict[str, Any]]:
+    return [{"process": process, "type": "invoke", "f": "transfer", "key": None, "value": [0, 1, 5], "ts": t0},
+            {"process": process, "type": outcome, "f": "transfer", "key": None, "value": [0, 1, 5],
+             "ts": t1, **extra}]
+
+
+# The coordinator decided commit (and said ok); every participant aborted.
+COORD_COMMIT_ALL_ABORT = [
+    st(0.0, "coord", "c0.5", "wait", "coordinator"),
+    st(0.01, "p1", "c0.5", "ready"), st(0.01, "p2", "c0.5", "ready"),
+    st(0.02, "coord", "c0.5", "precommit", "coordinator"),
+    st(0.4, "coord", "c0.5", "committed", "coordinator"),
+    st(0.6, "p1", "c0.5", "aborted"), st(0.6, "p2", "c0.5", "aborted"),
+]
+
+
+def test_a_coordinator_commit_with_every_participant_aborted_is_split() -> None:
+    for check in (atomicity, no_commit_after_abort):
+        v = check(run(COORD_COMMIT_ALL_ABORT, protocol="threepc"))
+        assert v.verdict == VIOLATED and "c0.5" in v.detail, v.detail
+    v = atomicity(run(COORD_COMMIT_ALL_ABORT, protocol="threepc"))
+    assert v.detail == "3PC: transaction c0.5: committed at coord; aborted at p1, p2"
+    v = no_commit_after_abort(run(COORD_COMMIT_ALL_ABORT))
+    assert v.data["examples"][0] | {"after": False} == {
+        "txn": "c0.5", "aborted_by": "p1", "aborted_at": 0.6, "committed_by": "coord",
+        "committed_at": 0.4, "after": False}
+
+
+def test_a_single_participant_transaction_is_checked() -> None:
+    one = [st(0.0, "coord", "t", "wait", "coordinator"), st(0.01, "p1", "t", "ready"),
+           st(0.02, "coord", "t", "committed", "coordinator")]
+    assert atomicity(run([*one, st(0.03, "p1", "t", "committed")])).verdict == HOLDS
+    v = atomicity(run([*one, st(0.3, "p1", "t", "aborted")]))
+    assert v.verdict == VIOLATED and v.detail == "2PC: transaction t: committed at coord; aborted at p1"
+
+
+def test_an_ok_in_the_history_with_a_participant_abort_is_split() -> None:
+    # The coordinator's own lines are missing (as if lost); its client was told ok, and the
+    # history ties that ok to c0.5 through the requests client c0 sent while it waited.
+    trace = [request(0.001, "p2", "h1", "c0", 5), request(0.003, "coord", "h2", "c0", 5),
+             st(0.01, "p1", "c0.5", "ready"), st(0.01, "p2", "c0.5", "ready"),
+             st(0.02, "p1", "c0.5", "committed"), st(0.6, "p2", "c0.5", "aborted"),
+             request(0.7, "coord", "h3", "c0", 6)]
+    hist = [*transfer(0, 0.0, 0.05, "ok"), *transfer(0, 0.69, 0.8, "ok")]
+    data = RunData(scenario={"protocol": "threepc"}, trace=sorted(trace, key=lambda e: e["ts"]), history=hist)
+    v = atomicity(data)
+    assert v.verdict == VIOLATED
+    assert v.detail == "3PC: transaction c0.5: committed at p1; ok to its client; aborted at p2"
+    assert list(v.data["split"]) == ["c0.5"]              # c0.6's ok is tied to c0.6 alone
+    # Only the client and one participant: still a split.
+    alone = [e for e in trace if e.get("node") != "p1"]
+    v = atomicity(dataclasses.replace(data, trace=alone))
+    assert v.verdict == VIOLATED and v.detail == "3PC: transaction c0.5: ok to its client; aborted at p2"
+    v = no_commit_after_abort(dataclasses.replace(data, trace=alone))
+    assert v.verdict == VIOLATED and v.detail.startswith("3PC: its client was told ok for c0.5 at 0.050 s")
+    # Without the ok it is blocked bookkeeping, not a split.
+    quiet = dataclasses.replace(data, trace=alone, history=transfer(0, 0.0, 0.05, "info"))
+    assert atomicity(quiet).verdict == HOLDS
+
+
+def test_a_fail_to_the_client_after_a_commit_is_split() -> None:
+    trace = [*GOOD[:6], request(0.0, "coord", "h1", "c3", 1)]
+    trace = [{**e, "data": {**e["data"], "txn": "c3.1"}} if e["ev"] == "state" and e["data"]["txn"] == "t1"
+             else e for e in trace]
+    data = RunData(scenario={"protocol": "twopc"}, trace=sorted(trace, key=lambda e: e["ts"]),
+                   history=transfer(3, 0.0, 0.05, "fail", error="aborted"))
+    v = atomicity(data)
+    assert v.verdict == VIOLATED and v.detail.endswith("aborted to its client")
+
+
+def test_a_reply_in_the_trace_is_the_clients_answer() -> None:
+    trace = [request(0.0, "coord", "h9", "c4", 2), st(0.0, "coord", "c4.2", "wait", "coordinator"),
+             st(0.01, "p1", "c4.2", "ready"), reply(0.05, "coord", "h9", {"type": "ok"}),
+             st(0.3, "p1", "c4.2", "aborted")]
+    v = atomicity(run(trace, protocol="threepc"))
+    assert v.verdict == VIOLATED and v.detail == "3PC: transaction c4.2: ok to its client; aborted at p1"
+    # A not_leader answer (a participant sends the client on) says nothing of the outcome.
+    hop = [request(0.0, "p1", "h1", "c4", 2), reply(0.0, "p1", "h1", {"type": "fail", "error": "not_leader"}),
+           *trace[1:3], st(0.3, "p1", "c4.2", "aborted")]
+    assert atomicity(run(hop)).verdict == HOLDS
 
 
 BANK = [init("p1", {"0": 100, "2": 100}), init("p2", {"1": 100})]

@@ -30,7 +30,7 @@ from nodes.storage import MemoryStorage
 pytestmark = pytest.mark.sim
 
 HOLDS_ALL = {"election_safety": "holds", "log_matching": "holds", "leader_completeness": "holds",
-             "state_machine_safety": "holds"}
+             "state_machine_safety": "holds", "linearizable": "holds"}
 
 
 def write(key: str, value: Any, seq: int, client: str = "c1") -> dict[str, Any]:

@@ -108,8 +108,45 @@ def test_lowest_live_participant_is_elected_and_decides_for_all() -> None:
     c.handle_message("p2", "state", {"txn": TXN, "state": "precommitted", "recovered": False})
     c.handle_message("p3", "state", {"txn": TXN, "state": "ready", "recovered": False})
     c.handle_timer(f"term:{TXN}")
-    assert c.txns[TXN].state == "committed"     # someone was precommitted: commit
+    # Someone was precommitted: commit -- but first the uncertain (p1 itself, p3) precommit.
+    t = c.txns[TXN]
+    assert t.state == "precommitted" and ctx.wal()[-1]["k"] == "precommitted"
+    assert types(ctx.took()) == [("p3", "pre_commit")]
+    c.handle_message("p3", "ack", {"txn": TXN})
+    assert t.state == "committed"
     assert types(ctx.took()) == [("p2", "do_commit"), ("p3", "do_commit")]
+
+
+def test_elected_precommitted_with_nobody_uncertain_commits_at_once() -> None:
+    c, ctx = voted("p1")
+    c.handle_message("coord", "pre_commit", {"txn": TXN})
+    c.handle_timer(f"wait:{TXN}")
+    ctx.took()
+    c.handle_message("p2", "state", {"txn": TXN, "state": "precommitted", "recovered": False})
+    c.handle_timer(f"term:{TXN}")
+    assert c.txns[TXN].state == "committed"
+    assert types(ctx.took()) == [("p2", "do_commit"), ("p3", "do_commit")]
+
+
+def test_an_uncertain_peer_that_never_acks_gets_a_new_round() -> None:
+    c, ctx = voted("p1")
+    c.handle_timer(f"wait:{TXN}")
+    c.handle_message("p2", "state", {"txn": TXN, "state": "precommitted", "recovered": False})
+    c.handle_message("p3", "state", {"txn": TXN, "state": "ready", "recovered": False})
+    c.handle_timer(f"term:{TXN}")
+    ctx.took()
+    c.handle_timer(f"term:{TXN}")               # p3's ack never came: ask everyone again
+    assert c.txns[TXN].state == "precommitted"
+    assert types(ctx.took()) == [("p2", "state_req"), ("p3", "state_req")]
+    c.handle_message("p3", "state", {"txn": TXN, "state": "precommitted", "recovered": False})
+    c.handle_timer(f"term:{TXN}")               # now nobody is uncertain
+    assert c.txns[TXN].state == "committed"
+
+
+def test_a_peers_pre_commit_is_acked_to_that_peer() -> None:
+    c, ctx = voted("p2")
+    c.handle_message("p1", "pre_commit", {"txn": TXN})
+    assert c.txns[TXN].state == "precommitted" and ctx.took() == [("p1", "ack", {"txn": TXN})]
 
 
 def test_all_uncertain_means_abort() -> None:
@@ -188,14 +225,31 @@ def test_precommit_survives_a_restart() -> None:
     assert c2.txns[TXN].state == "precommitted"
 
 
-@pytest.mark.parametrize("state,msg", [("committed", "abort"), ("aborted", "do_commit"),
-                                       ("aborted", "pre_commit"), ("precommitted", "abort")])
+@pytest.mark.parametrize("state,msg", [("committed", "abort"), ("aborted", "do_commit")])
 def test_contradictions_are_dropped(state: str, msg: str) -> None:
     c, ctx = voted("p2")
     t = c.txns[TXN]
     t.state = state
     c.handle_message("p1", msg, {"txn": TXN})
     assert t.state == state and c.illegal == 1
+
+
+def test_an_abort_reaching_a_precommitted_participant_is_taken() -> None:
+    """Only lost messages or a partition can get here; agreeing with whoever aborted is the
+    one way left to keep the outcome whole (dropping it, the participant would commit alone)."""
+    c, ctx = voted("p2")
+    c.handle_message("coord", "pre_commit", {"txn": TXN})
+    c.handle_message("p1", "abort", {"txn": TXN})
+    assert c.txns[TXN].state == "aborted" and c.illegal == 0 and c.bank.locks == {}
+    assert not any(k.endswith(TXN) for k in ctx.timers)
+
+
+@pytest.mark.parametrize("state", ["aborted", "committed"])
+def test_a_decided_participant_answers_a_pre_commit_with_its_outcome(state: str) -> None:
+    c, ctx = voted("p2")
+    c.txns[TXN].state = state
+    c.handle_message("coord", "pre_commit", {"txn": TXN})
+    assert ctx.took() == [("coord", "state", {"txn": TXN, "state": state, "recovered": False})]
 
 
 # -- coordinator -----------------------------------------------------------------------------------
@@ -241,18 +295,49 @@ def test_no_or_missing_vote_aborts(how: str) -> None:
     assert ctx.replies == [("h1", {"type": "fail", "error": "aborted"})]
 
 
-@pytest.mark.parametrize("precommitted,outcome,msg", [(False, "aborted", "abort"),
-                                                      (True, "committed", "do_commit")])
-def test_coordinator_recovery(precommitted: bool, outcome: str, msg: str) -> None:
+def test_coordinator_recovery_in_wait_aborts() -> None:
     c, ctx = begun()
     c.handle_message("p1", "yes", {"txn": TXN})
-    if precommitted:
-        c.handle_message("p2", "yes", {"txn": TXN})
     c2, ctx2 = restart(c)
-    assert c2.txns[TXN].state == outcome
-    assert types(ctx2.took()) == [("p1", msg), ("p2", msg)]
+    assert c2.txns[TXN].state == "aborted"
+    assert types(ctx2.took()) == [("p1", "abort"), ("p2", "abort")]
     c3, ctx3 = restart(c2)                      # decided: a later restart stays quiet
+    assert ctx3.took() == [] and c3.txns[TXN].state == "aborted"
+
+
+def precommitted_then_restarted() -> tuple[ThreePC, FakeCtx]:
+    c, ctx = begun()
+    for p in ("p1", "p2"):
+        c.handle_message(p, "yes", {"txn": TXN})
+    c2, ctx2 = restart(c)                       # its PreCommits may have died with it
+    assert c2.txns[TXN].state == "precommit"
+    assert types(ctx2.took()) == [("p1", "decision_req"), ("p2", "decision_req")]
+    return c2, ctx2
+
+
+@pytest.mark.parametrize("answer,outcome,msg", [("aborted", "aborted", "abort"),
+                                                ("committed", "committed", "do_commit")])
+def test_coordinator_restarted_in_precommit_asks_and_takes_the_known_outcome(
+        answer: str, outcome: str, msg: str) -> None:
+    c, ctx = precommitted_then_restarted()
+    c.handle_message("p1", "state", {"txn": TXN, "state": "ready", "recovered": False})
+    c.handle_timer(f"ask:{TXN}")                # nobody knows yet: ask again, decide nothing
+    assert c.txns[TXN].state == "precommit"
+    assert types(ctx.took()) == [("p1", "decision_req"), ("p2", "decision_req")]
+    c.handle_message("p2", "state", {"txn": TXN, "state": answer, "recovered": False})
+    assert c.txns[TXN].state == outcome and ctx.wal()[-1] == {"k": "decision", "txn": TXN,
+                                                              "d": msg.replace("do_", "")}
+    assert types(ctx.took()) == [("p1", msg), ("p2", msg)]
+    assert not any(k.endswith(TXN) for k in ctx.timers)
+    c3, ctx3 = restart(c)
     assert ctx3.took() == [] and c3.txns[TXN].state == outcome
+
+
+def test_coordinator_restarted_in_precommit_commits_once_every_participant_acks() -> None:
+    c, ctx = precommitted_then_restarted()
+    c.handle_message("p1", "ack", {"txn": TXN})
+    c.handle_message("p2", "ack", {"txn": TXN})     # acks of PreCommits that did leave
+    assert c.txns[TXN].state == "committed"
 
 
 def test_coordinator_answers_questions() -> None:
@@ -265,6 +350,16 @@ def test_bug_abort_on_recovery() -> None:
     c, ctx = voted("p2", bugs=["abort_on_recovery"])
     c2, ctx2 = restart(c)
     assert c2.txns[TXN].state == "aborted" and ctx2.took() == []
+
+
+def test_bug_commit_on_recovery() -> None:
+    c, ctx = begun()
+    for p in ("p1", "p2"):
+        c.handle_message(p, "yes", {"txn": TXN})
+    c2, ctx2 = make(ThreePC, "coord", config={"bugs": ["commit_on_recovery"]}, storage=c.ctx.storage,
+                    nodes=NODES3)
+    assert c2.txns[TXN].state == "committed"        # asked nobody
+    assert types(ctx2.took()) == [("p1", "do_commit"), ("p2", "do_commit")]
 
 
 def test_config_refuses_a_ready_timeout_below_the_vote_timeout() -> None:

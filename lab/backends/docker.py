@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 from lab import netfaults as nf
 from lab.backends.agents import PERFECT, Addresses, AgentBackend, _link_dict
 from lab.backends.base import Cut
+from lab.dockerclient import API_TIMEOUT, docker_client
 from lab.errors import BackendError
 from lab.scenario import LinkParams, Scenario
 
@@ -64,7 +65,6 @@ MAX_NODES = 254 - FIRST_HOST
 WORKERS = 8                      # parallel docker calls (create, start, exec)
 STOP_TIMEOUT = 2                 # s for an agent to stop on SIGTERM before SIGKILL
 KILL_WAIT = 10.0                 # s for a killed container to be reported gone
-API_TIMEOUT = 60                 # s for any one engine call
 ALIVE_EVERY = 1.0                # s between checks that no starting container exited
 
 # A first start brings its spec and key files along in the environment (a base64 tar): no
@@ -75,19 +75,6 @@ UNPACK = (f'[ -e {SPEC_PATH} ] || printf %s "${FILES_ENV}" | base64 -d | tar -x 
           f'unset {FILES_ENV}; exec python3 -m nodes.agent "$@"')
 Argv = list[str]
 Executor = Callable[[str, list[Argv]], None]      # (container name, commands) -> None or BackendError
-
-
-def docker_client() -> Any:
-    """A client of the local engine (``DOCKER_HOST`` etc. as usual); BackendError if none answers."""
-    import docker
-    import docker.errors
-
-    try:
-        client = docker.from_env(timeout=API_TIMEOUT)
-        client.ping()
-    except docker.errors.DockerException as e:
-        raise BackendError(f"no Docker engine answers: {e}") from None
-    return client
 
 
 def engine_available() -> str | None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from lab.checks.base import HOLDS, UNKNOWN, VIOLATED, RunData, Verdict
 from lab.errors import CheckError
-from lab.history import FAIL, INFO, Op, load_history, pair_ops
+from lab.history import FAIL, INFO, Op, load_history, pair_ops, process_order
 
 NAME = "linearizable"
 MAX_STATES = 2_000_000      # cached configurations per key before giving up (memory bound)
@@ -287,7 +287,9 @@ def describe_op(op: dict[str, Any]) -> str:
         what += f" -> {json.dumps(op['result'])}"
     elif op["f"] in ("write", "cas"):
         what += f" {json.dumps(op['value'])}"
-    return f"p{op['process']} {what} [{op['invoke_ts']:g}, {end}] {op['outcome']}"
+    p = op["process"]
+    who = f"p{p}" if isinstance(p, int) else p
+    return f"{who} {what} [{op['invoke_ts']:g}, {end}] {op['outcome']}"
 
 
 def check_ops(ops: Sequence[Op], model: str = "kv", time_limit: float = 30.0,
@@ -311,7 +313,7 @@ def check_ops(ops: Sequence[Op], model: str = "kv", time_limit: float = 30.0,
         return Verdict(NAME, HOLDS, "no operations to check", {"model": model, "ops": 0})
     for key_ops in by_key.values():
         # Ties with unequal order would make the search depend on dict order; sort once.
-        key_ops.sort(key=lambda op: (op.invoke_ts, op.process))
+        key_ops.sort(key=lambda op: (op.invoke_ts, process_order(op.process)))
 
     results: dict[Any, KeyResult] = {}
     # Small keys first: a violation there is found before a big key eats the time.
@@ -360,10 +362,20 @@ def check(run: RunData) -> Verdict:
     return check_events(run.history, "kv", run.params.get("time_limit", run.time_limit))
 
 
-def check_history_file(path: str | Path, model: str = "kv", time_limit: float = 30.0) -> Verdict:
-    """``zlab check --history FILE --model kv``: load, validate, check."""
+FORMATS = ("jsonl", "edn")
+
+
+def check_history_file(path: str | Path, model: str = "kv", time_limit: float = 30.0,
+                       fmt: str = "jsonl") -> Verdict:
+    """``zlab check --history FILE [--format edn] --model kv``: load, validate, check. ``edn``
+    reads Jepsen's history.edn (lab/jepsen_edn.py)."""
     if model not in MODELS:
         raise CheckError(f"unknown model {model!r} (known: {', '.join(sorted(MODELS))})")
+    if fmt == "edn":
+        from lab.jepsen_edn import load_edn_history
+        return check_events(load_edn_history(path), model, time_limit)
+    if fmt != "jsonl":
+        raise CheckError(f"unknown history format {fmt!r} (known: {', '.join(FORMATS)})")
     return check_events(load_history(path), model, time_limit)
 
 
@@ -371,5 +383,5 @@ CHECKS = {NAME: check}
 PARAMS = {NAME: {"time_limit": ("s", "how long the search may take before it answers unknown "
                                      "(exit 2); default 30s, or zlab's --time-limit")}}
 
-__all__ = ["CHECKS", "MODELS", "PARAMS", "check", "check_events", "check_history_file", "check_key",
+__all__ = ["CHECKS", "FORMATS", "MODELS", "PARAMS", "check", "check_events", "check_history_file", "check_key",
            "check_ops", "describe_op"]

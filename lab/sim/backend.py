@@ -10,7 +10,10 @@ Node faults:
 * ``crash``: the core, its timers and the messages held for it are gone;
   messages that arrive while it is down are dropped (``node_down``) and the
   client requests it had taken are never answered. Its ``MemoryStorage``
-  survives, as a disk would.
+  survives, as a disk would. What it sent (messages and replies) in the last
+  ``send_window`` before the crash dies with it (``sender_crashed``): a real
+  process's queued sends go with a SIGKILL, after the handler's durable
+  writes, so a random crash can strike between the two.
 * ``restart``: a fresh core over the same storage, a fresh rng for the new
   incarnation, ``start()``, and a ``recovered`` log event.
 * ``pause`` (SIGSTOP): nothing runs, but nothing is lost either -- messages,
@@ -110,6 +113,9 @@ class SimBackend(Backend):
 
     #: events at one virtual instant before the run is declared a livelock
     max_same_instant = 1_000_000
+    #: s: messages and replies a node sent this recently die with it when it crashes (they were
+    #: still in the process's socket queues); its storage writes, made before them, survive
+    send_window = 0.001
 
     def __init__(self, scenario: Scenario, seed: int, workdir: str, *,
                  core: type[Core] | None = None) -> None:
@@ -142,6 +148,8 @@ class SimBackend(Backend):
         self._client_seq = 0
         self._clients: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {}  # handle -> (on_result, node)
         self._events: list[dict[str, Any]] = []
+        self._lost: set[int] = set()            # mids of messages that died with their sender
+        self._lost_replies: set[str] = set()    # client handles whose answer died likewise
         self._started = False
         self.counters = {"sent": 0, "delivered": 0, "dropped": 0, "timers": 0, "requests": 0, "replies": 0}
         # Signing keys derived from the seed (a seed replays exactly), for cores that sign; one
@@ -228,6 +236,7 @@ class SimBackend(Backend):
         slot = self._slot(node)
         if slot.state == DOWN:
             return
+        self._lose_recent_sends(slot)
         held, slot.held = slot.held, []
         slot.state = DOWN
         slot.core = slot.ctx = None
@@ -238,6 +247,38 @@ class SimBackend(Backend):
                 self._drop_at(slot, args, "node_down")
         for handle in [h for h, (_, owner) in self._clients.items() if owner == slot.name]:
             del self._clients[handle]
+
+    def _lose_recent_sends(self, slot: _Node) -> None:
+        """The sends of ``slot``'s last ``send_window`` that have not arrived die with it.
+
+        Found from the trace's tail (events are appended in time order), so a send costs
+        nothing extra; a message that arrived already is not taken back."""
+        if self.send_window <= 0:
+            return
+        cutoff = round(self._now - self.send_window, 6)
+        name = slot.name
+        gone: list[dict[str, Any]] = []
+        for ev in reversed(self._events):
+            if ev["ts"] < cutoff:
+                break
+            if ev["node"] != name:
+                continue
+            if ev["ev"] == "send":
+                gone.append(ev)
+            elif ev["ev"] == "reply":
+                self._lost_replies.add(ev["data"]["client"])
+        if not gone:
+            return
+        deliver = self._deliver
+        on_way = {args[2] for _, _, fn, args in self._heap if fn == deliver}
+        for ev in reversed(gone):
+            if ev["mid"] in on_way:         # not arrived yet: it never left
+                self._lost.add(ev["mid"])
+                slot.lc += 1
+                self._events.append({"ts": round(self._now, 6), "node": name, "lc": slot.lc,
+                                     "ev": "drop", "mid": ev["mid"], "type": ev["type"],
+                                     "peer": ev["peer"], "data": {"reason": "sender_crashed"}})
+                self.counters["dropped"] += 1
 
     def restart(self, node: str) -> None:
         slot = self._slot(node)
@@ -352,6 +393,8 @@ class SimBackend(Backend):
             push(heap, (arrival, self._seq, self._deliver, msg))
 
     def _deliver(self, target: _Node, src: str, mid: int, type: str, payload: bytes, lc: int) -> None:
+        if self._lost and mid in self._lost:
+            return                      # its drop was traced when its sender crashed
         state = target.state
         if state is not UP:
             if state is PAUSED:
@@ -414,8 +457,9 @@ class SimBackend(Backend):
         if entry is None:
             return              # answered already, or its node crashed since: the client is gone
         self.counters["replies"] += 1
-        self._push(self._now + self._client_delay, self._answer, (entry[0], payload))
+        self._push(self._now + self._client_delay, self._answer, (client, entry[0], payload))
 
-    @staticmethod
-    def _answer(on_result: Callable[[dict[str, Any]], None], payload: bytes) -> None:
+    def _answer(self, client: str, on_result: Callable[[dict[str, Any]], None], payload: bytes) -> None:
+        if self._lost_replies and client in self._lost_replies:
+            return                      # its node crashed before it left
         on_result(_unpack(payload))

@@ -1,5 +1,6 @@
-"""What 2PC and 3PC share: roles, sharding, the bank, the write-ahead log, client handling
-and table stepping. 3PC is 2PC's tables and messages changed, not a second bank.
+"""What 2PC and 3PC share: roles, sharding, the bank, the write-ahead log, client handling,
+table stepping, and the voting round (asking, voting, acks, questions about the outcome).
+3PC is 2PC's tables and messages changed, not a second bank.
 
 Roles come from the node specs: the node with ``role: coordinator`` runs
 transactions; every ``role: participant`` node is a resource manager holding
@@ -21,7 +22,7 @@ from nodes.protocols.core import Core, Tunables, role_names
 from nodes.protocols.fsm import IllegalTransition, Table, combined_mermaid
 
 COORDINATOR, PARTICIPANT = "coordinator", "participant"
-INIT, COMMITTED, ABORTED = "init", "committed", "aborted"
+INIT, WAIT, COMMITTED, ABORTED = "init", "wait", "committed", "aborted"
 WAL = "wal"
 
 Deltas = list[list[int]]     # [[account, signed amount], ...] (lists: they cross msgpack)
@@ -38,6 +39,14 @@ def roles(nodes: Mapping[str, Mapping[str, Any]]) -> tuple[str, list[str]]:
     if not parts:
         parts = [n for n in names if n != coordinator]
     return coordinator, parts
+
+
+def txn_id(op: Mapping[str, Any]) -> str | None:
+    """The transaction a client's transfer runs as: ``<client>.<seq>``, so that a retried op
+    finds its transaction again (and the checkers can tie a client's answer to it)."""
+    if "client" in op and "seq" in op:
+        return f"{op['client']}.{op['seq']}"
+    return None
 
 
 def owner(account: int, participants: list[str]) -> str:
@@ -119,6 +128,7 @@ class Txn:
     terminating: bool = False
     awaiting: str | None = None             # the elected termination coordinator we wait for
     suspects: set[str] = field(default_factory=set)
+    pending_acks: set[str] | None = None    # elected: uncertain peers sent PreCommit, not yet acked
 
     @property
     def mine(self) -> Deltas:
@@ -146,14 +156,46 @@ class BankTunables(Tunables):
 # -- the shared core -----------------------------------------------------------------------
 
 class CommitCore(Core):
-    """Roles, bank, write-ahead log, client handling and table stepping for 2PC and 3PC.
+    """Roles, bank, write-ahead log, client handling, table stepping, and the handling of the
+    voting round and of outcomes that 2PC and 3PC share, for 2PC and 3PC.
 
     Subclasses give ``coordinator_table``, ``participant_table``, the message
-    types, and ``act_<action>`` methods for their tables' actions.
+    types, the names of the shared round's messages (``msg_*``), and
+    ``act_<action>`` methods for the actions of their own.
+
+    A message is handled by ``on_<role>_<type>`` when the core has one; otherwise,
+    when its type is an event of this role's table, it simply steps the table
+    (a DoCommit, say). Anything else is bad input: dropped, counted, traced.
     """
 
     coordinator_table: ClassVar[Table]
     participant_table: ClassVar[Table]
+    # The shared round, per protocol: what the coordinator asks (2PC "prepare", 3PC
+    # "can_commit"), a participant's yes and no, and the two outcomes as messages.
+    msg_ask: ClassVar[str]
+    msg_vote: ClassVar[str]
+    msg_refuse: ClassVar[str]
+    msg_commit: ClassVar[str]
+    msg_abort: ClassVar[str]
+    # Config fields (seconds) of the coordinator's ack timer and a participant's ask timer.
+    ack_timer_field: ClassVar[str]
+    ask_timer_field: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """The shared round's handlers and actions, under the names of the protocol's own
+        messages, so its tables read in its own words: 2PC's ``on_coordinator_vote_commit``
+        and ``act_send_prepare``, 3PC's ``on_coordinator_yes`` and ``act_send_can_commit``."""
+        super().__init_subclass__(**kwargs)
+        if not hasattr(cls, "msg_ask"):
+            return
+        for name, fn in ((f"on_coordinator_{cls.msg_vote}", CommitCore.on_coordinator_vote),
+                         (f"on_coordinator_{cls.msg_refuse}", CommitCore.on_coordinator_refusal),
+                         (f"on_participant_{cls.msg_ask}", CommitCore.on_participant_ask),
+                         (f"act_send_{cls.msg_ask}", CommitCore.act_send_ask),
+                         (f"act_send_{cls.msg_vote}", CommitCore.act_send_vote),
+                         (f"act_send_{cls.msg_refuse}", CommitCore.act_send_refusal)):
+            if not hasattr(cls, name):
+                setattr(cls, name, fn)
     # participant states that hold locks without knowing the outcome
     undecided: ClassVar[frozenset[str]] = frozenset()
     default_checks = ("atomicity", "conservation", "no_commit_after_abort", "nonblocking")
@@ -247,6 +289,8 @@ class CommitCore(Core):
         tid = body.get("txn") if isinstance(body, dict) else None
         handler: Callable[[str, Txn, dict[str, Any]], None] | None = getattr(
             self, f"on_{self.role}_{type}", None)
+        if handler is None and self.role != "none" and type in self.table().events:
+            handler = self._step_on_message(type)
         if not isinstance(tid, str) or handler is None:
             self._bad_input(src, type, "malformed or not for this role")
             return
@@ -254,6 +298,11 @@ class CommitCore(Core):
             handler(src, self.txn(tid), body)
         except IllegalTransition as e:
             self._bad_input(src, type, str(e), txn=tid, state=e.state, event=e.event)
+
+    def _step_on_message(self, type: str) -> Callable[[str, Txn, dict[str, Any]], None]:
+        def step(src: str, t: Txn, body: dict[str, Any]) -> None:
+            self.step(t, type, src)
+        return step
 
     def _bad_input(self, src: str, type: str, why: str, **extra: Any) -> None:
         self.illegal += 1
@@ -287,10 +336,7 @@ class CommitCore(Core):
         except ValueError as e:
             self.ctx.reply(client, {"type": "fail", "error": f"bad transfer: {e}"})
             return
-        if "client" in op and "seq" in op:
-            tid = f"{op['client']}.{op['seq']}"     # a retried op finds its transaction again
-        else:
-            tid = f"{self.ctx.node}.{len(self.txns) + 1}"
+        tid = txn_id(op) or f"{self.ctx.node}.{len(self.txns) + 1}"
         t = self.txn(tid)
         t.client = client
         if t.state == INIT:
@@ -358,3 +404,89 @@ class CommitCore(Core):
 
     def peers(self, t: Txn) -> list[str]:
         return [p for p in t.participants if p != self.ctx.node]
+
+    # -- the voting round, both protocols ----------------------------------------------------------
+    def on_coordinator_vote(self, src: str, t: Txn, body: dict[str, Any]) -> None:
+        """A participant's yes: the last one moves the table on."""
+        if t.state == INIT:
+            self.ctx.send(src, self.msg_abort, {"txn": t.id})   # never begun (or forgotten): presumed abort
+            return
+        t.votes.add(src)
+        last = t.state == WAIT and t.votes >= set(t.participants)
+        self.step(t, f"last_{self.msg_vote}" if last else self.msg_vote, src)
+
+    def on_coordinator_refusal(self, src: str, t: Txn, body: dict[str, Any]) -> None:
+        if t.state != INIT:
+            self.step(t, self.msg_refuse, src)
+
+    def on_coordinator_ack(self, src: str, t: Txn, body: dict[str, Any]) -> None:
+        if t.state == INIT or t.ended:
+            return
+        t.acks.add(src)
+        last = t.acks >= set(t.participants) and self.table().allows(t.state, "last_ack")
+        self.step(t, "last_ack" if last else "ack", src)
+
+    def on_coordinator_decision_req(self, src: str, t: Txn, body: dict[str, Any]) -> None:
+        if t.state == INIT:
+            # Presumed abort: a transaction the log does not know never got a commit decision.
+            self.ctx.send(src, self.msg_abort, {"txn": t.id})
+            return
+        self.step(t, "decision_req", src)
+
+    def timer_vote(self, t: Txn) -> None:
+        self.step(t, "vote_timeout")
+
+    def timer_ack(self, t: Txn) -> None:
+        self.step(t, "ack_timeout")
+
+    def timer_ask(self, t: Txn) -> None:
+        self.step(t, "ask_timeout")
+
+    def act_send_ask(self, t: Txn, src: str | None) -> None:
+        for p in t.participants:
+            self.ctx.send(p, self.msg_ask, {"txn": t.id, "deltas": t.deltas[p],
+                                            "participants": t.participants})
+
+    def act_start_ack_timer(self, t: Txn, src: str | None) -> None:
+        self.ctx.set_timer(f"ack:{t.id}", getattr(self.config, self.ack_timer_field))
+
+    def act_cancel_ack_timer(self, t: Txn, src: str | None) -> None:
+        self.ctx.cancel_timer(f"ack:{t.id}")
+
+    def act_answer(self, t: Txn, src: str | None) -> None:
+        """Tell ``src`` the outcome we know."""
+        if src is not None:
+            self.ctx.send(src, self.msg_commit if t.state == COMMITTED else self.msg_abort, {"txn": t.id})
+
+    def on_participant_ask(self, src: str, t: Txn, body: dict[str, Any]) -> None:
+        """The coordinator asks for a vote: a first time takes the promise (or refuses it)."""
+        if t.state != INIT:
+            self.step(t, self.msg_ask, src)
+            return
+        t.coordinator, t.participants = src, list(body.get("participants", []))
+        t.deltas = {self.ctx.node: body.get("deltas", [])}
+        why = self.bank.refusal(t.id, t.mine)
+        if why is not None:
+            self.ctx.trace("log", msg=f"vote {self.msg_refuse.replace('vote_', '')}", txn=t.id, why=why)
+        self.step(t, f"{self.msg_ask}_ok" if why is None else f"{self.msg_ask}_fail", src)
+
+    def act_send_vote(self, t: Txn, src: str | None) -> None:
+        self.ctx.send(t.coordinator or src, self.msg_vote, {"txn": t.id})
+
+    def act_send_refusal(self, t: Txn, src: str | None) -> None:
+        self.ctx.send(t.coordinator or src, self.msg_refuse, {"txn": t.id})
+
+    def act_send_ack(self, t: Txn, src: str | None) -> None:
+        self.ctx.send(t.coordinator or src, "ack", {"txn": t.id})
+
+    def act_start_ask_timer(self, t: Txn, src: str | None) -> None:
+        self.ctx.set_timer(f"ask:{t.id}", getattr(self.config, self.ask_timer_field))
+
+    def asks_peers(self) -> bool:
+        """Whether an undecided participant asks its peers too, not only the coordinator."""
+        return True
+
+    def act_ask_decision(self, t: Txn, src: str | None) -> None:
+        peers = self.peers(t) if self.asks_peers() else []
+        for dst in [t.coordinator or self.coordinator, *peers]:
+            self.ctx.send(dst, "decision_req", {"txn": t.id})

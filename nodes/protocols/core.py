@@ -134,6 +134,9 @@ class Core:
     tunables: ClassVar[type[Tunables]] = Tunables
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     bugs: ClassVar[Mapping[str, str]] = {}          # bug name -> what it breaks
+    #: bug name -> the checks the docs say it breaks: a sweep over the bug must see one of
+    #: them violated (not merely some check), and every bug names at least one
+    bug_breaks: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     #: the checks a run of this protocol gets when its scenario names none
     default_checks: ClassVar[tuple[str, ...]] = ()
     #: further checks that mean something for this protocol (a scenario may name them);

@@ -183,6 +183,13 @@ class PBFT(ViewChange, Checkpoints, Core):
                                       "ones: a `wrong_reply` replica's made-up results are "
                                       "taken (linearizable)",
     }
+    bug_breaks = {
+        "prepared_with_f_plus_1": ("agreement", "committed_survives_view_change"),
+        "no_signature_check": ("linearizable",),
+        "view_change_without_prepared": ("committed_survives_view_change",),
+        "no_watermark_check": ("agreement",),
+        "client_accepts_first_reply": ("linearizable",),
+    }
     default_checks = ("agreement", "committed_survives_view_change", "linearizable")
     optional_checks = ("progress",)
 

@@ -20,13 +20,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from nodes.protocols import pbft_msgs as m
+from nodes.protocols.core import Context
 from nodes.signing import request_bytes
 
-if TYPE_CHECKING:
-    from nodes.protocols.pbft import PBFT
+
+class Replica(Protocol):
+    """What a faulty replica uses of the PBFT core it rides on (pbft.py's ``PBFT``), named here
+    so that this module need not import pbft.py, which imports it."""
+
+    ctx: Context
+    me: str
+    replicas: list[str]
+    peers: list[str]
+    keys: Any
+    slots: dict[int, Any]
+
+    def primary(self, view: int) -> str: ...
 
 BEHAVIOURS = {
     "silent": "sends nothing and answers no client (it still receives): a crashed replica that "
@@ -65,7 +77,7 @@ def made_up_digest(*parts: Any) -> str:
 
 
 class Faulty:
-    def __init__(self, core: PBFT, behaviours: Iterable[str]) -> None:
+    def __init__(self, core: Replica, behaviours: Iterable[str]) -> None:
         self.core = core
         self.ctx = core.ctx
         self.behaviours = frozenset(behaviours)

@@ -182,6 +182,17 @@ class Raft(Core):
         "no_consistency_check": "a follower appends entries without checking prevLogIndex/"
                                 "prevLogTerm, splicing them after a log that does not match "
                                 "(log_matching, state_machine_safety)",
+        "ack_before_commit": "the leader answers ok to a write or delete as soon as the entry is "
+                             "in its own log, before a majority holds it: a leader cut off then "
+                             "acknowledges writes the next leader overwrites (linearizable; late "
+                             "in a run only the final reads see it)",
+    }
+    bug_breaks = {
+        "no_election_restriction": ("leader_completeness", "state_machine_safety"),
+        "commit_previous_term": ("state_machine_safety", "leader_completeness"),
+        "forget_vote": ("election_safety",),
+        "no_consistency_check": ("log_matching", "state_machine_safety"),
+        "ack_before_commit": ("linearizable",),
     }
     default_checks = ("election_safety", "log_matching", "leader_completeness",
                       "state_machine_safety", "linearizable")
@@ -197,6 +208,7 @@ class Raft(Core):
         self._bug_commit_previous = self.has_bug("commit_previous_term")
         self._bug_forget_vote = self.has_bug("forget_vote")
         self._bug_no_check = self.has_bug("no_consistency_check")
+        self._bug_early_ack = self.has_bug("ack_before_commit")
         self.role = FOLLOWER
         self.term = 0
         self.vote: str | None = None
@@ -411,7 +423,10 @@ class Raft(Core):
             self.proposed[len(self.log) - 1] = flat
         if self.commit_dirty:
             self._persist_commit_lazily()
-        self.pending[len(self.log) - 1] = client
+        if self._bug_early_ack and op["f"] in ("write", "delete"):
+            self.ctx.reply(client, kv.OK)       # the bug: appended here is not committed
+        else:
+            self.pending[len(self.log) - 1] = client
         self.broadcast_append()
         if not self.peers:
             self.maybe_commit()

@@ -323,6 +323,12 @@ class Swim(Core):
                            "fixed suspicion timeout, as a lone accuser's long suspicion also "
                            "shields the accused)",
     }
+    bug_breaks = {
+        "no_suspicion": ("accuracy",),
+        "no_refutation": ("accuracy",),
+        "stale_alive_overrides_dead": ("completeness",),
+        "no_local_health": ("accuracy",),
+    }
     default_checks = ("completeness", "accuracy")
 
     config: SwimConfig

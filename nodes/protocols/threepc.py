@@ -37,6 +37,7 @@ from nodes.protocols.commit import (
     COMMITTED,
     COORDINATOR,
     INIT,
+    WAIT,
     BankTunables,
     CommitCore,
     Txn,
@@ -78,21 +79,26 @@ class ThreePCTunables(BankTunables):
 
 
 COORDINATOR_TABLE = Table("3pc coordinator", INIT, [
-    (INIT, "begin", "wait", ("log_begin", "send_can_commit", "start_vote_timer")),
-    ("wait", "yes", "wait", ()),
-    ("wait", "last_yes", "precommit", ("cancel_vote_timer", "log_precommit", "send_pre_commit",
-                                       "start_ack_timer")),
-    ("wait", "no", ABORTED, ("cancel_vote_timer", "log_decision", "send_abort", "reply_client")),
-    ("wait", "vote_timeout", ABORTED, ("log_decision", "send_abort", "reply_client")),
-    ("wait", "recover", ABORTED, ("log_decision", "send_abort")),
-    ("wait", "decision_req", "wait", ()),
+    (INIT, "begin", WAIT, ("log_begin", "send_can_commit", "start_vote_timer")),
+    (WAIT, "yes", WAIT, ()),
+    (WAIT, "last_yes", "precommit", ("cancel_vote_timer", "log_precommit", "send_pre_commit",
+                                     "start_ack_timer")),
+    (WAIT, "no", ABORTED, ("cancel_vote_timer", "log_decision", "send_abort", "reply_client")),
+    (WAIT, "vote_timeout", ABORTED, ("log_decision", "send_abort", "reply_client")),
+    (WAIT, "recover", ABORTED, ("log_decision", "send_abort")),
+    (WAIT, "decision_req", WAIT, ()),
     ("precommit", "ack", "precommit", ()),
     ("precommit", "last_ack", COMMITTED, ("cancel_ack_timer", "log_decision", "send_do_commit",
                                           "reply_client")),
     ("precommit", "ack_timeout", COMMITTED, ("log_decision", "send_do_commit", "reply_client")),
-    # Every live participant saw PreCommit (it went out in the same step as the log record),
-    # so a termination can only have committed: finish the commit.
-    ("precommit", "recover", COMMITTED, ("log_decision", "send_do_commit")),
+    # PreCommit may have died with the process, after its log record: the participants may
+    # have terminated with abort since. Ask them; an outcome one of them knows is the outcome.
+    ("precommit", "recover", "precommit", ("ask_outcome", "start_ask_timer")),
+    ("precommit", "recover_unilateral", COMMITTED, ("log_decision", "send_do_commit")),  # bug only
+    ("precommit", "ask_timeout", "precommit", ("ask_outcome", "start_ask_timer")),
+    ("precommit", "learn_commit", COMMITTED, ("stop_asking", "log_decision", "send_do_commit",
+                                              "reply_client")),
+    ("precommit", "learn_abort", ABORTED, ("stop_asking", "log_decision", "send_abort", "reply_client")),
     ("precommit", "yes", "precommit", ()),
     ("precommit", "decision_req", "precommit", ()),
     (COMMITTED, "decision_req", COMMITTED, ("answer",)),
@@ -106,6 +112,7 @@ COORDINATOR_TABLE = Table("3pc coordinator", INIT, [
 _COMMIT = ("stop_timers", "log_commit")
 _ABORT = ("stop_timers", "log_abort")
 _ASK = ("ask_decision", "start_ask_timer")
+_TERMINATE = ("start_termination",)
 
 PARTICIPANT_TABLE = Table("3pc participant", INIT, [
     (INIT, "can_commit_ok", READY, ("log_ready", "lock", "send_yes", "start_wait_timer")),
@@ -115,37 +122,45 @@ PARTICIPANT_TABLE = Table("3pc participant", INIT, [
     (INIT, "state_req", ABORTED, ("log_abort", "send_state")),
     (INIT, "decision_req", ABORTED, ("log_abort", "send_state")),
     (READY, "can_commit", READY, ("send_yes",)),
-    (READY, "pre_commit", PRECOMMITTED, ("log_precommitted", "send_ack", "start_wait_timer")),
+    # From the coordinator, or from a participant elected to terminate: ack whoever sent it.
+    (READY, "pre_commit", PRECOMMITTED, ("log_precommitted", "ack_sender", "start_wait_timer")),
     (READY, "abort", ABORTED, _ABORT),
     (READY, "do_commit", COMMITTED, _COMMIT),
-    (READY, "timeout", READY, ("start_termination",)),
+    (READY, "timeout", READY, _TERMINATE),
     (READY, "recovered_timeout", READY, _ASK),
     (READY, "ask_timeout", READY, _ASK),
     (READY, "recover", READY, ("lock", *_ASK)),
     (READY, "recover_unilateral", ABORTED, ("log_abort",)),    # only with bug abort_on_recovery
     (READY, "state_req", READY, ("send_state", "join_termination")),
     (READY, "decision_req", READY, ("send_state",)),
-    (READY, "elected_commit", COMMITTED, (*_COMMIT, "broadcast_decision")),
+    # Elected with someone precommitted: first move the uncertain ones (itself too) to
+    # precommitted, then commit (Skeen: nobody commits while anybody is uncertain).
+    (READY, "elected_precommit", PRECOMMITTED, ("log_precommitted", "precommit_peers")),
     (READY, "elected_abort", ABORTED, (*_ABORT, "broadcast_decision")),
     (READY, "not_elected", READY, ("await_decision",)),
-    (READY, "round_timeout", READY, ("start_termination",)),
-    (PRECOMMITTED, "pre_commit", PRECOMMITTED, ("send_ack",)),
+    (READY, "round_timeout", READY, _TERMINATE),
+    (PRECOMMITTED, "pre_commit", PRECOMMITTED, ("ack_sender",)),
     (PRECOMMITTED, "do_commit", COMMITTED, _COMMIT),
-    (PRECOMMITTED, "timeout", PRECOMMITTED, ("start_termination",)),
+    # Someone decided abort (possible only when messages were lost, or under a partition):
+    # agreeing with it is the one way left to keep the outcome whole.
+    (PRECOMMITTED, "abort", ABORTED, _ABORT),
+    (PRECOMMITTED, "timeout", PRECOMMITTED, _TERMINATE),
     (PRECOMMITTED, "recovered_timeout", PRECOMMITTED, _ASK),
     (PRECOMMITTED, "ask_timeout", PRECOMMITTED, _ASK),
     (PRECOMMITTED, "recover", PRECOMMITTED, ("lock", *_ASK)),
     (PRECOMMITTED, "state_req", PRECOMMITTED, ("send_state", "join_termination")),
     (PRECOMMITTED, "decision_req", PRECOMMITTED, ("send_state",)),
+    (PRECOMMITTED, "elected_precommit", PRECOMMITTED, ("precommit_peers",)),
     (PRECOMMITTED, "elected_commit", COMMITTED, (*_COMMIT, "broadcast_decision")),
     (PRECOMMITTED, "not_elected", PRECOMMITTED, ("await_decision",)),
-    (PRECOMMITTED, "round_timeout", PRECOMMITTED, ("start_termination",)),
+    (PRECOMMITTED, "round_timeout", PRECOMMITTED, _TERMINATE),
     (COMMITTED, "do_commit", COMMITTED, ()),
-    (COMMITTED, "pre_commit", COMMITTED, ()),
+    (COMMITTED, "pre_commit", COMMITTED, ("send_state",)),
     (COMMITTED, "can_commit", COMMITTED, ()),
     (COMMITTED, "state_req", COMMITTED, ("send_state",)),
     (COMMITTED, "decision_req", COMMITTED, ("send_state",)),
     (ABORTED, "can_commit", ABORTED, ("send_no",)),
+    (ABORTED, "pre_commit", ABORTED, ("send_state",)),
     (ABORTED, "abort", ABORTED, ()),
     (ABORTED, "state_req", ABORTED, ("send_state",)),
     (ABORTED, "decision_req", ABORTED, ("send_state",)),
@@ -167,55 +182,30 @@ class ThreePC(CommitCore):
         "abort_on_recovery": "a participant that restarts uncertain (voted YES, no outcome) aborts "
                              "on its own instead of asking: 3PC does not allow independent recovery, "
                              "and the others may have committed meanwhile",
+        "commit_on_recovery": "a coordinator that restarts in precommit commits on its own, as if "
+                              "its PreCommits had left with the log record; killed between the two, "
+                              "it commits what the participants, never precommitted, terminated "
+                              "with abort",
     }
+    bug_breaks = {"abort_on_recovery": ("atomicity", "no_commit_after_abort", "conservation"),
+                  "commit_on_recovery": ("atomicity", "no_commit_after_abort")}
     coordinator_table = COORDINATOR_TABLE
     participant_table = PARTICIPANT_TABLE
+    msg_ask, msg_vote, msg_refuse = "can_commit", "yes", "no"
+    msg_commit, msg_abort = "do_commit", "abort"
+    ack_timer_field, ask_timer_field = "ack_timeout", "ask_interval"
     undecided = frozenset({READY, PRECOMMITTED})
-    replay_states = {"begin": "wait", "precommit": "precommit", "ready": READY,
+    replay_states = {"begin": WAIT, "precommit": "precommit", "ready": READY,
                      "precommitted": PRECOMMITTED}
 
     def recover_event(self, t: Txn) -> str:
         if self.role != COORDINATOR and t.state == READY and self.has_bug("abort_on_recovery"):
             return "recover_unilateral"
+        if self.role == COORDINATOR and t.state == "precommit" and self.has_bug("commit_on_recovery"):
+            return "recover_unilateral"
         return "recover"
 
     # -- coordinator -------------------------------------------------------------------------
-    def on_coordinator_yes(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        if t.state == INIT:
-            self.ctx.send(src, "abort", {"txn": t.id})   # never begun (or forgotten): presumed abort
-            return
-        t.votes.add(src)
-        last = t.state == "wait" and t.votes >= set(t.participants)
-        self.step(t, "last_yes" if last else "yes", src)
-
-    def on_coordinator_no(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        if t.state != INIT:
-            self.step(t, "no", src)
-
-    def on_coordinator_ack(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        if t.state == INIT:
-            return
-        t.acks.add(src)
-        last = t.state == "precommit" and t.acks >= set(t.participants)
-        self.step(t, "last_ack" if last else "ack", src)
-
-    def on_coordinator_decision_req(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        if t.state == INIT:
-            self.ctx.send(src, "abort", {"txn": t.id})
-            return
-        self.step(t, "decision_req", src)
-
-    def timer_vote(self, t: Txn) -> None:
-        self.step(t, "vote_timeout")
-
-    def timer_ack(self, t: Txn) -> None:
-        self.step(t, "ack_timeout")
-
-    def act_send_can_commit(self, t: Txn, src: str | None) -> None:
-        for p in t.participants:
-            self.ctx.send(p, "can_commit", {"txn": t.id, "deltas": t.deltas[p],
-                                            "participants": t.participants})
-
     def _to_all(self, t: Txn, type: str) -> None:
         for p in t.participants:
             self.ctx.send(p, type, {"txn": t.id})
@@ -232,43 +222,19 @@ class ThreePC(CommitCore):
     def act_send_abort(self, t: Txn, src: str | None) -> None:
         self._to_all(t, "abort")
 
-    def act_start_ack_timer(self, t: Txn, src: str | None) -> None:
-        self.ctx.set_timer(f"ack:{t.id}", self.config.ack_timeout)
+    def act_ask_outcome(self, t: Txn, src: str | None) -> None:
+        self._to_all(t, "decision_req")
 
-    def act_cancel_ack_timer(self, t: Txn, src: str | None) -> None:
+    def act_stop_asking(self, t: Txn, src: str | None) -> None:
+        self.ctx.cancel_timer(f"ask:{t.id}")
         self.ctx.cancel_timer(f"ack:{t.id}")
 
-    def act_answer(self, t: Txn, src: str | None) -> None:
-        if src is not None:
-            self.ctx.send(src, "do_commit" if t.state == COMMITTED else "abort", {"txn": t.id})
+    def on_coordinator_state(self, src: str, t: Txn, body: dict[str, Any]) -> None:
+        """A participant's answer to DECISION-REQ (or to a PreCommit it can no longer take)."""
+        if t.state == "precommit" and body.get("state") in (COMMITTED, ABORTED):
+            self.step(t, "learn_commit" if body["state"] == COMMITTED else "learn_abort", src)
 
     # -- participant: messages ------------------------------------------------------------------
-    def on_participant_can_commit(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        if t.state != INIT:
-            self.step(t, "can_commit", src)
-            return
-        t.coordinator, t.participants = src, list(body.get("participants", []))
-        t.deltas = {self.ctx.node: body.get("deltas", [])}
-        why = self.bank.refusal(t.id, t.mine)
-        if why is not None:
-            self.ctx.trace("log", msg="vote no", txn=t.id, why=why)
-        self.step(t, "can_commit_ok" if why is None else "can_commit_fail", src)
-
-    def on_participant_pre_commit(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        self.step(t, "pre_commit", src)
-
-    def on_participant_do_commit(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        self.step(t, "do_commit", src)
-
-    def on_participant_abort(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        self.step(t, "abort", src)
-
-    def on_participant_state_req(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        self.step(t, "state_req", src)
-
-    def on_participant_decision_req(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        self.step(t, "decision_req", src)
-
     def on_participant_state(self, src: str, t: Txn, body: dict[str, Any]) -> None:
         """A peer's answer to STATE-REQ or DECISION-REQ: adopt an outcome, else note the state."""
         if t.state not in self.undecided:
@@ -281,14 +247,25 @@ class ThreePC(CommitCore):
         elif state in self.undecided:
             t.reports[src] = (state, bool(body.get("recovered")))
 
+    def on_participant_ack(self, src: str, t: Txn, body: dict[str, Any]) -> None:
+        """An uncertain peer took our PreCommit (we were elected): the last one lets us commit."""
+        if t.pending_acks is None or t.state != PRECOMMITTED:
+            return
+        t.pending_acks.discard(src)
+        if not t.pending_acks:
+            t.pending_acks = None
+            self.step(t, "elected_commit")
+
     # -- participant: timers ---------------------------------------------------------------------
     def timer_wait(self, t: Txn) -> None:
         self.step(t, "recovered_timeout" if t.recovered else "timeout")
 
-    def timer_ask(self, t: Txn) -> None:
-        self.step(t, "ask_timeout")
-
     def timer_term(self, t: Txn) -> None:
+        if t.pending_acks is not None:
+            # An uncertain peer never took our PreCommit: a new round asks everyone again.
+            t.pending_acks = None
+            self.step(t, "round_timeout")
+            return
         if t.awaiting is not None:
             # The elected participant said nothing: take it for dead and hold a new round.
             t.suspects.add(t.awaiting)
@@ -303,7 +280,16 @@ class ThreePC(CommitCore):
             self.step(t, "not_elected")
             return
         states = {t.state} | {s for s, _ in t.reports.values()}
-        self.step(t, "elected_commit" if PRECOMMITTED in states else "elected_abort")
+        if PRECOMMITTED not in states:
+            self.step(t, "elected_abort")
+            return
+        uncertain = sorted(p for p, (s, _) in t.reports.items() if s == READY)
+        if t.state == READY or uncertain:
+            t.pending_acks = set(uncertain)
+            self.step(t, "elected_precommit")
+        if not t.pending_acks:
+            t.pending_acks = None
+            self.step(t, "elected_commit")
 
     # -- participant: actions ---------------------------------------------------------------------
     def act_log_ready(self, t: Txn, src: str | None) -> None:
@@ -312,14 +298,8 @@ class ThreePC(CommitCore):
     def act_log_precommitted(self, t: Txn, src: str | None) -> None:
         self.log("precommitted", t)
 
-    def act_send_yes(self, t: Txn, src: str | None) -> None:
-        self.ctx.send(t.coordinator or src, "yes", {"txn": t.id})
-
-    def act_send_no(self, t: Txn, src: str | None) -> None:
-        self.ctx.send(t.coordinator or src, "no", {"txn": t.id})
-
-    def act_send_ack(self, t: Txn, src: str | None) -> None:
-        self.ctx.send(t.coordinator or src, "ack", {"txn": t.id})
+    def act_ack_sender(self, t: Txn, src: str | None) -> None:
+        self.ctx.send(src or t.coordinator or self.coordinator, "ack", {"txn": t.id})
 
     def act_send_state(self, t: Txn, src: str | None) -> None:
         if src is not None:
@@ -329,17 +309,10 @@ class ThreePC(CommitCore):
         after = self.config.ready_timeout if t.state == READY else self.config.precommit_timeout
         self.ctx.set_timer(f"wait:{t.id}", after)
 
-    def act_start_ask_timer(self, t: Txn, src: str | None) -> None:
-        self.ctx.set_timer(f"ask:{t.id}", self.config.ask_interval)
-
-    def act_ask_decision(self, t: Txn, src: str | None) -> None:
-        for dst in [t.coordinator or self.coordinator, *self.peers(t)]:
-            self.ctx.send(dst, "decision_req", {"txn": t.id})
-
     def act_stop_timers(self, t: Txn, src: str | None) -> None:
         for kind in ("wait", "ask", "term"):
             self.ctx.cancel_timer(f"{kind}:{t.id}")
-        t.terminating, t.awaiting = False, None
+        t.terminating, t.awaiting, t.pending_acks = False, None, None
 
     def act_start_termination(self, t: Txn, src: str | None) -> None:
         if t.recovered:
@@ -360,6 +333,13 @@ class ThreePC(CommitCore):
 
     def act_await_decision(self, t: Txn, src: str | None) -> None:
         self.ctx.set_timer(f"term:{t.id}", 2 * self.config.termination_timeout)
+
+    def act_precommit_peers(self, t: Txn, src: str | None) -> None:
+        """Elected: PreCommit to the uncertain peers; their acks (or the round's end) follow."""
+        self.ctx.trace("log", msg="termination precommit", txn=t.id, peers=sorted(t.pending_acks or ()))
+        for p in sorted(t.pending_acks or ()):
+            self.ctx.send(p, "pre_commit", {"txn": t.id})
+        self.ctx.set_timer(f"term:{t.id}", self.config.termination_timeout)
 
     def act_broadcast_decision(self, t: Txn, src: str | None) -> None:
         self.ctx.trace("log", msg="termination decided", txn=t.id, decision=self.decision(t))

@@ -10,7 +10,8 @@ or drop the change, release the locks and ACK. Every step recovery needs is in
 a write-ahead log (``ctx.storage`` log ``wal``) before the message that
 depends on it leaves.
 
-The shared machinery (roles, bank, log, table stepping) is in ``commit.py``.
+The shared machinery (roles, bank, log, table stepping, the voting round and the
+answers to outcomes) is in ``commit.py``, under 2PC's message names.
 """
 
 from __future__ import annotations
@@ -122,8 +123,15 @@ class TwoPC(CommitCore):
                                "(the write follows flush_delay later); a crash in that window loses "
                                "the record and the participant cannot apply the commit",
     }
+    bug_breaks = {
+        "decision_not_logged": ("no_commit_after_abort", "atomicity", "conservation"),
+        "vote_before_durable": ("conservation", "nonblocking"),
+    }
     coordinator_table = COORDINATOR_TABLE
     participant_table = PARTICIPANT_TABLE
+    msg_ask, msg_vote, msg_refuse = "prepare", "vote_commit", "vote_abort"
+    msg_commit, msg_abort = "global_commit", "global_abort"
+    ack_timer_field, ask_timer_field = "resend_interval", "decision_timeout"
     undecided = frozenset({"prepared"})
     replay_states = {"begin": "wait", "prepared": "prepared"}
 
@@ -131,90 +139,22 @@ class TwoPC(CommitCore):
         self.unflushed: dict[str, dict[str, Any]] = {}   # bug vote_before_durable: records not yet written
         super().start()
 
-    # -- coordinator: messages and timers --------------------------------------------------
-    def on_coordinator_vote_commit(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        if t.state == INIT:
-            self.ctx.send(src, "global_abort", {"txn": t.id})   # forgotten or never begun: presumed abort
-            return
-        t.votes.add(src)
-        last = t.state == "wait" and t.votes >= set(t.participants)
-        self.step(t, "last_vote_commit" if last else "vote_commit", src)
-
-    def on_coordinator_vote_abort(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        if t.state != INIT:
-            self.step(t, "vote_abort", src)
-
-    def on_coordinator_ack(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        if t.state == INIT or t.ended:
-            return
-        t.acks.add(src)
-        self.step(t, "last_ack" if t.acks >= set(t.participants) else "ack", src)
-
-    def on_coordinator_decision_req(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        if t.state == INIT:
-            # Presumed abort: a transaction the log does not know never got a commit decision.
-            self.ctx.send(src, "global_abort", {"txn": t.id})
-            return
-        self.step(t, "decision_req", src)
-
-    def timer_vote(self, t: Txn) -> None:
-        self.step(t, "vote_timeout")
-
-    def timer_ack(self, t: Txn) -> None:
-        self.step(t, "ack_timeout")
-
-    # -- coordinator: actions ----------------------------------------------------------------
+    # -- coordinator -------------------------------------------------------------------------
     def act_log_decision(self, t: Txn, src: str | None) -> None:
         if t.state == COMMITTED and self.has_bug("decision_not_logged"):
             self.ctx.trace("commit", txn=t.id, role=self.role, decision="commit")
             return
         super().act_log_decision(t, src)
 
-    def act_send_prepare(self, t: Txn, src: str | None) -> None:
-        for p in t.participants:
-            self.ctx.send(p, "prepare", {"txn": t.id, "deltas": t.deltas[p],
-                                         "participants": t.participants})
-
     def act_send_decision(self, t: Txn, src: str | None) -> None:
         for p in t.participants:
             if p not in t.acks:
                 self.ctx.send(p, f"global_{self.decision(t)}", {"txn": t.id})
 
-    def act_start_ack_timer(self, t: Txn, src: str | None) -> None:
-        self.ctx.set_timer(f"ack:{t.id}", self.config.resend_interval)
-
-    def act_cancel_ack_timer(self, t: Txn, src: str | None) -> None:
-        self.ctx.cancel_timer(f"ack:{t.id}")
-
-    def act_answer(self, t: Txn, src: str | None) -> None:
-        """Tell ``src`` the outcome we know (coordinator, or a peer in cooperative termination)."""
-        if src is not None:
-            self.ctx.send(src, f"global_{self.decision(t)}", {"txn": t.id})
-
-    # -- participant: messages and timers ------------------------------------------------------
-    def on_participant_prepare(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        if t.state == INIT:
-            t.coordinator, t.participants = src, list(body.get("participants", []))
-            t.deltas = {self.ctx.node: body.get("deltas", [])}
-            why = self.bank.refusal(t.id, t.mine)
-            if why is not None:
-                self.ctx.trace("log", msg="vote abort", txn=t.id, why=why)
-            self.step(t, "prepare_ok" if why is None else "prepare_fail", src)
-        else:
-            self.step(t, "prepare", src)
-
-    def on_participant_global_commit(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        self.step(t, "global_commit", src)
-
-    def on_participant_global_abort(self, src: str, t: Txn, body: dict[str, Any]) -> None:
-        self.step(t, "global_abort", src)
-
+    # -- participant ------------------------------------------------------------------------------
     def on_participant_decision_req(self, src: str, t: Txn, body: dict[str, Any]) -> None:
         if self.config.cooperative_termination:
             self.step(t, "peer_query", src)
-
-    def timer_ask(self, t: Txn) -> None:
-        self.step(t, "ask_timeout")
 
     def timer_flush(self, t: Txn) -> None:
         self.step(t, "flush")
@@ -239,26 +179,11 @@ class TwoPC(CommitCore):
         if t.state in (COMMITTED, ABORTED):
             self.log("commit" if t.state == COMMITTED else "abort", t)
 
-    def act_send_vote_commit(self, t: Txn, src: str | None) -> None:
-        self.ctx.send(t.coordinator or src, "vote_commit", {"txn": t.id})
-
-    def act_send_vote_abort(self, t: Txn, src: str | None) -> None:
-        self.ctx.send(t.coordinator or src, "vote_abort", {"txn": t.id})
-
-    def act_send_ack(self, t: Txn, src: str | None) -> None:
-        self.ctx.send(t.coordinator or src, "ack", {"txn": t.id})
-
-    def act_start_ask_timer(self, t: Txn, src: str | None) -> None:
-        self.ctx.set_timer(f"ask:{t.id}", self.config.decision_timeout)
-
     def act_cancel_ask_timer(self, t: Txn, src: str | None) -> None:
         self.ctx.cancel_timer(f"ask:{t.id}")
 
-    def act_ask_decision(self, t: Txn, src: str | None) -> None:
-        self.ctx.send(t.coordinator or self.coordinator, "decision_req", {"txn": t.id})
-        if self.config.cooperative_termination:
-            for p in self.peers(t):
-                self.ctx.send(p, "decision_req", {"txn": t.id})
-
     def resends_decisions(self) -> bool:
         return self.role == COORDINATOR
+
+    def asks_peers(self) -> bool:
+        return self.config.cooperative_termination
