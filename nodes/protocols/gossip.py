@@ -330,6 +330,8 @@ class Gossip(Core):
                                  "the value back from a peer that still holds it "
                                  "(no_resurrection)",
     }
+    bug_breaks = {"no_anti_entropy": ("eventual_delivery", "convergence"),
+                  "no_death_certificates": ("no_resurrection",)}
     default_checks = ("eventual_delivery", "convergence", "no_resurrection")
 
     config: GossipConfig

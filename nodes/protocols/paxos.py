@@ -146,6 +146,7 @@ class Paxos(Core):
     tunables = PaxosConfig
     presets = {"lan": {}, "wan": {"retry_timeout": "1s", "backoff_base": "100ms", "backoff_max": "3s"}}
     bugs = synod.BUGS
+    bug_breaks = synod.BUG_BREAKS
     default_checks = ("agreement", "validity", "decided")
 
     config: PaxosConfig

@@ -62,6 +62,8 @@ BUGS = {
                                   "reuses a ballot it had already sent with another value, and "
                                   "acceptors take both (agreement)",
 }
+# What each bug breaks: the sweeps (tests/test_paxos_sweep.py) assert exactly this.
+BUG_BREAKS = {bug: ("agreement",) for bug in BUGS}
 
 
 # -- ballots ------------------------------------------------------------------------------------
