@@ -172,6 +172,31 @@ def test_recovery_after_sigkill_keeps_promises_and_the_snapshot() -> None:
     assert core.kv.data == net.core(lead).kv.data == {"k0": 9, "k1": 7, "k2": 8}
 
 
+def test_a_restarted_leader_holds_its_round_and_its_proposals_so_cannot_reuse_a_ballot() -> None:
+    """Why reuse_ballot_after_restart is single-decree's bug only (docs/multipaxos.md#bugs): a
+    leader's own acceptor promised its ballot and accepted its every proposal, durably, before
+    any of them left. Restarted, it campaigns above that promise, and its phase 1 would hand it
+    its own proposals back."""
+    net = cluster(3)
+    lead = leader(net)
+    b = net.core(lead).ballot
+    net.isolate(lead)
+    c = Client(net)
+    c.send(lead, "write", value="unchosen")           # accepted by the leader's acceptor alone
+    net.deliver_all()
+    slot = net.core(lead).next_slot - 1
+    net.crash(lead)
+    net.restart(lead)
+    core = net.core(lead)
+    assert core.acceptor.promised == b
+    assert core.acceptor.accepted[slot][0] == b
+    assert kv.decode_command(core.acceptor.accepted[slot][1])["value"] == "unchosen"
+    core.become_candidate()
+    assert core.ballot > b
+    with pytest.raises(ConfigValueError, match="no bug named 'reuse_ballot_after_restart'"):
+        build_config(MultiPaxos, {"bugs": ["reuse_ballot_after_restart"]})
+
+
 def test_a_follower_that_missed_slots_gets_the_chosen_commands() -> None:
     net = cluster(3)
     lead = leader(net)

@@ -6,9 +6,10 @@
   too; every check must hold.
 * Single-decree Paxos: 100 schedules with proposer and acceptor crashes, loss, reordering and
   partitions: the value is agreed, valid and decided.
-* The named bugs: for each, a bounded seed sweep over schedules shaped to open its window;
-  ``agreement`` (the property docs/paxos.md says each one breaks) must report it, and the
-  correct core on the very schedule that caught it must break nothing.
+* The named bugs, of both cores: for each, a bounded seed sweep over schedules shaped to open
+  its window; ``agreement`` (what ``bug_breaks`` and docs/paxos.md, docs/multipaxos.md say each
+  one breaks) must report it, and the correct core on the very schedule that caught it must
+  break nothing.
 * The livelock of the tutorial's 2.5: duelling proposers without backoff leave some schedules
   with no decision at all; with randomized exponential backoff the same schedules decide.
 
@@ -21,18 +22,19 @@ import random
 from typing import Any
 
 import pytest
-from test_raft_sweep import _t, describe, run
+from test_raft_sweep import _t, catch, describe, random_step, run
 from test_raft_sweep import schedule as kv_schedule
 
 from lab.checks.base import HOLDS, VIOLATED
 from lab.scenario import FaultStep, LinkParams, NetworkSpec, NodeSpec, Scenario, WorkloadSpec
+from nodes.protocols.multipaxos import MultiPaxos
+from nodes.protocols.paxos import Paxos
 
 pytestmark = pytest.mark.sim
 
 MP_CHECKS = ["agreement", "validity", "linearizable"]
 SWEEP_RUNS = 200
 CHUNKS = 4
-BUG_SEEDS = 100
 
 
 @pytest.mark.parametrize("chunk", range(CHUNKS))
@@ -121,22 +123,47 @@ BUG_SCHEDULES: dict[str, dict[str, Any]] = {
 }
 
 
+def test_every_named_bug_has_a_sweep() -> None:
+    assert set(BUG_SCHEDULES) == set(Paxos.bugs) == set(Paxos.bug_breaks)
+    assert set(MP_BUG_SCHEDULES) == set(MultiPaxos.bugs) == set(MultiPaxos.bug_breaks)
+
+
 @pytest.mark.parametrize("bug", sorted(BUG_SCHEDULES))
 def test_each_named_bug_breaks_agreement(bug: str) -> None:
-    shape = dict(BUG_SCHEDULES[bug], checks=("agreement", "validity"))
-    for i in range(BUG_SEEDS):
-        s, seed = schedule(i, bugs=(bug,), **shape)
-        r = run(s, seed)
-        verdicts = {v.check: v.verdict for v in r.verdicts}
-        if verdicts["agreement"] == VIOLATED:
-            break
-    else:
-        pytest.fail(f"{bug}: agreement held in all {BUG_SEEDS} schedules")
-    print(f"{bug}: caught at schedule {i}: {r.verdicts[0].detail}")
-    # Control: the very schedule that caught the bug, on the correct core, breaks nothing.
-    s, seed = schedule(i, **shape)
-    r = run(s, seed)
-    assert r.exit_code == 0, describe(s, seed, r)
+    catch(bug, schedule, Paxos.bug_breaks[bug], **BUG_SCHEDULES[bug], checks=("agreement", "validity"))
+
+
+# Multi-Paxos: the key-value schedules of tests/test_raft_sweep.py.
+
+def forget_step(rng: random.Random, at: float, names: list[str]) -> FaultStep:
+    """Short crashes of any node, dense, and of the leader: an acceptor that forgets what it
+    accepted can then be the one a new leader's phase 1 asks in place of one that remembers."""
+    if rng.random() < 0.7:
+        return FaultStep(at, "crash", "random", duration=_t(rng, 0.001, 0.05))
+    return FaultStep(at, "crash", "leader", duration=_t(rng, 0.05, 0.3))
+
+
+def depose_step(rng: random.Random, at: float, names: list[str]) -> FaultStep:
+    """The leader cut off for longer than an election timeout: the others elect a new leader
+    while the old one, unaware, keeps proposing; after the heal its Accepts reach acceptors that
+    promised the new ballot."""
+    return FaultStep(at, "partition", "leader", duration=_t(rng, 0.3, 0.8))
+
+
+MP = {"protocol": "multipaxos", "check_names": MP_CHECKS}
+MP_BUG_SCHEDULES: dict[str, dict[str, Any]] = {
+    "acceptor_forgets_promise": dict(MP, kinds=forget_step, n=3, steps=(10, 30), duration=3.0),
+    # Any takeover with a value accepted shows it; random faults make takeovers.
+    "ignore_accepted_value": dict(MP, kinds=random_step),
+    "accept_below_promise": dict(MP, kinds=depose_step, n=3, steps=(3, 6), duration=3.0),
+    # A candidate keeps its earlier campaigns' promises: random faults make enough elections.
+    "stale_promise_counted": dict(MP, kinds=random_step),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(MP_BUG_SCHEDULES))
+def test_each_named_bug_breaks_multipaxos_agreement(bug: str) -> None:
+    catch(bug, kv_schedule, MultiPaxos.bug_breaks[bug], **MP_BUG_SCHEDULES[bug])
 
 
 # -- the livelock of section 2.5 --------------------------------------------------------------------

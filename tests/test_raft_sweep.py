@@ -13,6 +13,7 @@ rebuilds the exact scenario, and the run is a pure function of it and its seed.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
@@ -202,20 +203,27 @@ def test_a_check_nobody_registered_fails_the_sweep() -> None:
         run(s, seed)
 
 
-@pytest.mark.parametrize("bug", sorted(BUG_SCHEDULES))
-def test_each_named_bug_is_caught(bug: str) -> None:
-    breaks = set(Raft.bug_breaks[bug])
-    caught: list[str] = []
+def catch(bug: str, make: Callable[..., tuple[Scenario, int]], breaks: Iterable[str],
+          **shape: Any) -> None:
+    """Sweep the schedules ``make(i, bugs=(bug,), **shape)`` for ``i < BUG_SEEDS`` until one of
+    ``breaks`` (the checks the core says the bug breaks; another check failing does not count)
+    reports a violation; then the very same schedule on the correct core must break nothing."""
+    breaks = set(breaks)
     for i in range(BUG_SEEDS):
-        s, seed = schedule(i, bugs=(bug,), **BUG_SCHEDULES[bug])
+        s, seed = make(i, bugs=(bug,), **shape)
         r = run(s, seed)
-        caught = [v.check for v in r.verdicts if v.verdict == VIOLATED and v.check in breaks]
+        caught = [v for v in r.verdicts if v.verdict == VIOLATED and v.check in breaks]
         if caught:
             break
-    assert caught, f"{bug}: none of {sorted(breaks)} reported a violation in {BUG_SEEDS} schedules"
-    print(f"{bug}: caught by {', '.join(caught)} at schedule {i}")
-    # Control: the very schedule that caught the bug, on the correct Raft, breaks nothing.
-    s, seed = schedule(i, **BUG_SCHEDULES[bug])
+    else:
+        pytest.fail(f"{bug}: none of {sorted(breaks)} reported a violation in {BUG_SEEDS} schedules")
+    print(f"{bug}: caught by {', '.join(v.check for v in caught)} at schedule {i}: {caught[0].detail}")
+    s, seed = make(i, **shape)
     s.name = f"{s.name}-control"
     r = run(s, seed)
     assert r.exit_code == 0, describe(s, seed, r)
+
+
+@pytest.mark.parametrize("bug", sorted(BUG_SCHEDULES))
+def test_each_named_bug_is_caught(bug: str) -> None:
+    catch(bug, schedule, Raft.bug_breaks[bug], **BUG_SCHEDULES[bug])

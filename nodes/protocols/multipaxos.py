@@ -41,7 +41,7 @@ One synod (``synod.py``) per log slot, with a distinguished proposer, the
 
 Every chosen slot is traced as ``commit {slot, hash}`` by each node that
 learns it (``hash``: ``kv.command_hash`` of the command; a no-op's command
-is null), so ``agreement`` compares hashes per slot. See docs/paxos.md.
+is null), so ``agreement`` compares hashes per slot. See docs/multipaxos.md.
 """
 
 from __future__ import annotations
@@ -66,6 +66,12 @@ SNAP = "snap"            # storage: {slot, floor, kv} -- the key-value state aft
 MAX_INFLIGHT = 2         # Accepts with slots in flight per follower; more requests wait and batch
 MAX_BATCH_BYTES = 256 * 1024   # command bytes in one message (the wire takes 1 MiB)
 NOOP = None              # the command of a hole filled by a new leader
+
+# synod's bugs but reuse_ballot_after_restart: every proposer here sits beside an acceptor
+# whose durable promise holds the proposer's round and whose accepted log holds its proposals,
+# so a restarted leader neither reuses a ballot nor, were it to, proposes anything new under
+# it (docs/multipaxos.md#bugs).
+BUGS = {b: what for b, what in synod.BUGS.items() if b != "reuse_ballot_after_restart"}
 
 # The roles' table: which changes are allowed, and the picture `zlab protocols --diagram` draws.
 ROLE_TABLE = Table("multipaxos", FOLLOWER, [
@@ -187,7 +193,8 @@ class MultiPaxos(Core):
                                MSG_SNAPSHOT})
     tunables = MultiPaxosConfig
     presets = {"lan": {}, "wan": {"election_timeout": ["1s", "2s"], "heartbeat": "200ms"}}
-    bugs = synod.BUGS
+    bugs = BUGS
+    bug_breaks = {b: synod.BUG_BREAKS[b] for b in BUGS}
     default_checks = ("agreement", "validity", "linearizable")
 
     config: MultiPaxosConfig
@@ -201,7 +208,7 @@ class MultiPaxos(Core):
         self.ballot: Ballot = synod.ZERO              # the ballot we campaign or lead with
         self.acceptor = synod.Acceptor(ctx, forget=self.has_bug("acceptor_forgets_promise"),
                                        below=self.has_bug("accept_below_promise"))
-        self.ballots = synod.Ballots(ctx, forget=self.has_bug("reuse_ballot_after_restart"))
+        self.ballots = synod.Ballots(ctx, forget=False)
         self.phase1 = synod.Phase1(synod.ZERO, self.quorum, stale=self.has_bug("stale_promise_counted"),
                                    ignore=self.has_bug("ignore_accepted_value"))
         self.kv = kv.KV()
@@ -225,8 +232,7 @@ class MultiPaxos(Core):
     # -- durable state -------------------------------------------------------------------------
     def start(self) -> None:
         self.acceptor.load()
-        if not self.ballots.forget:
-            self.ballots.observe(self.acceptor.promised)
+        self.ballots.observe(self.acceptor.promised)
         snap = self.ctx.storage.get(SNAP)
         if snap is not None:
             self.kv = kv.KV.load(snap["kv"])
