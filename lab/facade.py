@@ -442,19 +442,25 @@ class Lab:
 
     # -- looking -------------------------------------------------------------------------------------
     def leader(self) -> str | None:
-        """The up node that reports ``role: leader`` with the highest term, if any."""
+        """The up node that reports ``role: leader`` with the highest term, if any. The lab's
+        client sends its next call there first."""
         self._running()
-        return self.plan.targets.leader()
+        found = self.plan.targets.leader()
+        if found is not None:
+            self._slot.leader = found
+        return found
 
     def wait_for_leader(self, timeout: float | str = 10.0, *, exclude: Any = ()) -> str:
-        """Let the lab run until a leader (not one of ``exclude``) reports itself; its name.
-        Raises :class:`WaitTimeout` (a TimeoutError) after ``timeout``."""
+        """Let the lab run until a leader (not one of ``exclude``) reports itself; its name,
+        where the next call goes first. Raises :class:`WaitTimeout` (a TimeoutError) after
+        ``timeout``."""
         self._running()
         skip = {exclude} if isinstance(exclude, str) else set(exclude)
         end = self.backend.now() + (_seconds(timeout) or 0.0)
         while True:
             found = self.plan.targets.leader()
             if found is not None and found not in skip:
+                self._slot.leader = found
                 return found
             if self.backend.now() >= end:
                 raise WaitTimeout(f"no leader{' other than ' + ', '.join(sorted(skip)) if skip else ''}"
