@@ -30,7 +30,7 @@ network:
     - {from: [p1, p2], to: coord, delay: 1s, oneway: true}
 checks: [atomicity, conservation, no_commit_after_abort, {name: nonblocking, threshold: 1s}]
 expect: {nonblocking: violated}
-settle: 1s
+settle: 500ms
 """
 
 
@@ -45,12 +45,12 @@ def test_2pc_blocks_while_its_coordinator_is_down(zlab_lab, backend):
 
     lab.crash("coordinator", at="300ms")        # while the next transaction's votes crawl
     with pytest.raises(Unknown):
-        lab.transfer(0, 1, 10, timeout="2s")
-    lab.sleep(1)
+        lab.transfer(0, 1, 10, timeout="1500ms")
+    lab.sleep("500ms")
     assert undecided(lab) == {"p1": 1, "p2": 1}  # both prepared, locks held, nobody to ask
 
     lab.restart("coordinator")                  # it aborts what its log left undecided
-    lab.sleep(1)
+    lab.sleep("700ms")
     assert undecided(lab) == {"p1": 0, "p2": 0}
     verdicts = lab.assert_safe()                # atomicity and conservation hold ...
     assert verdicts["nonblocking"].verdict == "violated"    # ... but the participants blocked

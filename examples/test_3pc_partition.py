@@ -20,9 +20,9 @@ nodes:
 config:
   accounts: 2                   # account 0 on p1, account 1 on p2
   initial_balance: 100
-  vote_timeout: 2s              # above p2's slow vote
+  vote_timeout: 1500ms          # above p2's slow vote
   ack_timeout: 500ms
-  ready_timeout: 3s
+  ready_timeout: 2s
   precommit_timeout: 1s
   termination_timeout: 200ms
 network:
@@ -30,7 +30,7 @@ network:
   links:
     - {from: p2, to: coord, delay: 1s, oneway: true}
 checks: [atomicity, conservation, no_commit_after_abort]
-settle: 1s
+settle: 500ms
 """
 
 
@@ -39,7 +39,7 @@ def test_3pc_splits_under_partition(zlab_lab, backend):
     lab = zlab_lab(THREEPC, backend=backend, timeout="4s")
     lab.partition(["coord", "p1"], ["p2"], oneway=True, at="300ms")   # while p2's YES crawls
     assert lab.transfer(0, 1, 10)               # the coordinator saw two YES votes: committed
-    lab.sleep(3)                                # p2 times out, terminates alone, aborts
+    lab.sleep("1500ms")                         # p2 times out, terminates alone, aborts
 
     verdicts = lab.check()                      # heals, settles, reads every balance
     assert sorted(verdicts.violated) == ["atomicity", "conservation", "no_commit_after_abort"]

@@ -20,9 +20,10 @@ nodes: 3
 config: {election_timeout: [300ms, 600ms], heartbeat: 50ms}
 network: {delay: 2ms}
 checks: [election_safety, log_matching, leader_completeness, state_machine_safety, linearizable]
-settle: 1s
+settle: 500ms
 """
-BACKENDS = ["sim", "local", pytest.param("docker", marks=pytest.mark.docker)]
+# The same test passes on "docker" too; the suite leaves it out to save its minute.
+BACKENDS = ["sim", "local"]
 
 
 def elect_a_stale_node(lab, rounds=3):
@@ -33,9 +34,9 @@ def elect_a_stale_node(lab, rounds=3):
         lab.partition(stale, "rest")            # it misses three acknowledged writes
         for i in range(3):
             lab.put("x", 10 * r + i)
-        lab.sleep(1.5)                          # alone, it times out again and again: its term climbs
+        lab.sleep(1)                            # alone, it times out again and again: its term climbs
         lab.heal()
-        lab.sleep(1)
+        lab.sleep("800ms")
         if lab.leader() == stale:
             return True
     return False
@@ -52,7 +53,7 @@ def test_a_raft_without_the_election_restriction_loses_acknowledged_writes(zlab_
     assert failure.verdicts["leader_completeness"].verdict == "violated"
     assert "leader_completeness: violated" in str(failure)      # the checker's own detail ...
     assert f"run directory: {failure.run_dir}" in str(failure)  # ... and where the evidence is
-    for artefact in ("report.md", "trace.jsonl", "history.jsonl", "checks.json"):
+    for artefact in ("report.md", "trace.jsonl", "history.jsonl", "checks.json", "trace.perfetto.json"):
         assert (failure.run_dir / artefact).exists()
 
 
