@@ -210,7 +210,6 @@ class Lab:
         self._slot: Any = None
         self._applied: list[FaultStep] = []
         self._final: dict[str, Any] = {}
-        self._t0 = 0.0
         self.started = self.stopped = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -223,7 +222,6 @@ class Lab:
                 self._remove_tmp()
                 raise
             self.started = True
-            self._t0 = self.backend.now()
             self._slot = self.clients.client()
         return self
 
@@ -258,8 +256,9 @@ class Lab:
 
     # -- time ------------------------------------------------------------------------------------
     def now(self) -> float:
-        """Seconds since the lab started (virtual on ``sim``)."""
-        return self.backend.now() - self._t0
+        """Seconds since the lab began starting: the clock of its trace and history (virtual
+        on ``sim``)."""
+        return self.backend.now()
 
     def sleep(self, seconds: float | str) -> None:
         """Let the lab run for ``seconds`` (``0.5`` or ``"500ms"``): use it, not time.sleep,
