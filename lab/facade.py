@@ -37,7 +37,7 @@ import random
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -453,17 +453,32 @@ class Lab:
         """Let the lab run until a leader (not one of ``exclude``) reports itself; its name,
         where the next call goes first. Raises :class:`WaitTimeout` (a TimeoutError) after
         ``timeout``."""
-        self._running()
         skip = {exclude} if isinstance(exclude, str) else set(exclude)
-        end = self.backend.now() + (_seconds(timeout) or 0.0)
-        while True:
+
+        def new_leader() -> str | None:
             found = self.plan.targets.leader()
-            if found is not None and found not in skip:
-                self._slot.leader = found
+            return found if found not in skip else None
+
+        found = self.wait_until(new_leader, timeout, what="a leader" + (
+            f" other than {', '.join(sorted(skip))}" if skip else ""))
+        self._slot.leader = found
+        return found
+
+    def wait_until(self, condition: Callable[[], Any], timeout: float | str = 10.0, *,
+                   what: str | None = None) -> Any:
+        """Let the lab run, asking ``condition()`` every 50 ms, until it returns something true;
+        that. Raises :class:`WaitTimeout` (a TimeoutError, with the status table) after
+        ``timeout``: ``lab.wait_until(lambda: lab.status()["p2"]["open"] == 0, timeout=5)``."""
+        self._running()
+        wait = _seconds(timeout) or 0.0
+        end = self.backend.now() + wait
+        while True:
+            found = condition()
+            if found:
                 return found
             if self.backend.now() >= end:
-                raise WaitTimeout(f"no leader{' other than ' + ', '.join(sorted(skip)) if skip else ''}"
-                                  f" within {timeout}s\n{self.status()}")
+                raise WaitTimeout(f"waited {wait:g}s for {what or 'the condition'} in vain\n"
+                                  f"{self.status()}")
             self.backend.run_until(min(end, self.backend.now() + POLL))
 
     def status(self) -> Status:

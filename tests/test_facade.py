@@ -152,9 +152,13 @@ def test_wait_for_leader_times_out_with_the_status_table() -> None:
         la.wait_for_leader()
         leader = la.crash("leader")[0]
         la.crash(next(n for n in la.nodes if n != leader))      # two of three down: no majority
-        with pytest.raises(WaitTimeout, match="no leader within 1s") as e:
+        with pytest.raises(WaitTimeout, match="waited 1s for a leader in vain") as e:
             la.wait_for_leader(timeout=1)
         assert isinstance(e.value, TimeoutError) and "crashed" in str(e.value)
+        t = la.now()
+        assert la.wait_until(lambda: la.now() >= t + 0.3 and "late") == "late"
+        with pytest.raises(WaitTimeout, match="waited 0.2s for the condition in vain"):
+            la.wait_until(lambda: False, "200ms")
 
 
 def test_check_heals_settles_and_reads_back_every_key_touched() -> None:
