@@ -157,7 +157,8 @@ def _duration(value: Any) -> Any:
     return value
 
 
-def _seconds(value: Any) -> float | None:
+def _seconds(value: Any, what: str = "timeout") -> float | None:
+    """Seconds from a number or a duration string (``"150ms"``); ConfigError names ``what``."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -165,7 +166,7 @@ def _seconds(value: Any) -> float | None:
         try:
             return parse_duration(value)
         except ValueError as e:
-            raise ConfigError(str(e), field="timeout") from None
+            raise ConfigError(str(e), field=what) from None
     return float(value)
 
 
@@ -197,8 +198,12 @@ class Lab:
             backend_kwargs.setdefault("lab", unique_lab_name(self.scenario.name))
         self.name: str = backend_kwargs.get("lab", self.scenario.name)
         self._tmp = None if workdir is not None else tempfile.mkdtemp(prefix=f"zlab-{self.name}-")
-        self.backend: Backend = cls(self.scenario, seeds["backend"], os.fspath(workdir or self._tmp),
-                                    **backend_kwargs)
+        try:
+            self.backend: Backend = cls(self.scenario, seeds["backend"],
+                                        os.fspath(workdir or self._tmp), **backend_kwargs)
+        except BaseException:
+            self._remove_tmp()
+            raise
         self.history = History()
         self.clients = Clients(self.backend, self.scenario, None, random.Random(seeds["workload"]),
                                self.history)
@@ -264,7 +269,7 @@ class Lab:
         """Let the lab run for ``seconds`` (``0.5`` or ``"500ms"``): use it, not time.sleep,
         so that scheduled faults fire, and so that ``sim`` moves its virtual clock."""
         self._running()
-        self.backend.run_until(self.backend.now() + (_seconds(seconds) or 0.0))
+        self.backend.run_until(self.backend.now() + (_seconds(seconds, "sleep") or 0.0))
 
     # -- client calls ----------------------------------------------------------------------------
     def call(self, op: Mapping[str, Any], *, node: str | None = None,
@@ -301,13 +306,7 @@ class Lab:
 
     def cas(self, key: Any, old: Any, new: Any, **kw: Any) -> bool:
         """Set ``key`` to ``new`` if it holds ``old``; False when it did not (nothing changed)."""
-        try:
-            self.call({"f": "cas", "key": key, "value": [old, new]}, **kw)
-        except Unavailable as e:
-            if e.error == "cas_mismatch":
-                return False
-            raise
-        return True
+        return self._yes_no({"f": "cas", "key": key, "value": [old, new]}, "cas_mismatch", kw)
 
     def delete(self, key: Any, **kw: Any) -> None:
         self.call({"f": "delete", "key": key}, **kw)
@@ -315,10 +314,14 @@ class Lab:
     def transfer(self, src: int, dst: int, amount: int, **kw: Any) -> bool:
         """Move ``amount`` from account ``src`` to ``dst`` (2PC, 3PC): True when the transaction
         committed, False when it aborted (a participant voted no, e.g. too little money)."""
+        return self._yes_no(transfer_op(src, dst, amount), "aborted", kw)
+
+    def _yes_no(self, op: dict[str, Any], no: str, kw: dict[str, Any]) -> bool:
+        """True for ``ok``; False for the ``fail`` whose error is ``no`` (a definite answer)."""
         try:
-            self.call(transfer_op(src, dst, amount), **kw)
+            self.call(op, **kw)
         except Unavailable as e:
-            if e.error == "aborted":
+            if e.error == no:
                 return False
             raise
         return True
@@ -349,10 +352,9 @@ class Lab:
         if "duration" in raw:
             raw["for"] = raw.pop("duration")
         raw = {k: v for k, v in raw.items() if v is not None}
-        later = _seconds(raw.pop("at", None)) or 0.0
-        for key in ("for",):
-            if key in raw:
-                raw[key] = _duration(raw[key])
+        later = _seconds(raw.pop("at", None), "at") or 0.0
+        if "for" in raw:
+            raw["for"] = _duration(raw["for"])
         from lab.topology import parse_fault
         action = next((k for k in raw if k not in ("for", "oneway")), "fault")
         parsed = parse_fault({"at": "0s", **raw}, self.scenario, where=f"lab.{action}()")
