@@ -2,7 +2,9 @@
 
 Sections: anchors (pyzmq round trip, pynacl verify), sim (simulated s per wall s),
 raft (zlab local Raft vs PySyncObj), docker (lab start vs bare containers).
-Figures are printed and written to bench/results.json.
+Figures are printed and written to bench/results.json (sections run now replace their
+earlier figures; the others are kept), then `python -m bench.readme_table` puts them in
+the README. Each figure is the median of alternating trials (bench/trials.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import sys
 import time
@@ -28,9 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sections", nargs="*", help=f"any of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--out", default="bench/results.json")
     args = parser.parse_args(argv)
-    results: dict[str, object] = {"machine": {"python": platform.python_version(),
-                                              "cpus": __import__("os").cpu_count()},
-                                  "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = Path(args.out)
+    try:
+        results: dict[str, object] = json.loads(out.read_text()) if out.exists() else {}
+    except (OSError, ValueError):
+        results = {}
+    results.update({"machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+                    "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     unknown = [s for s in args.sections if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section {unknown[0]!r} (known: {', '.join(SECTIONS)})")
@@ -45,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = {"error": f"{type(e).__name__}: {e}"}
             print(f"   {name}: could not run: {type(e).__name__}: {e}", file=sys.stderr)
         print(f"   ({time.time() - t:.0f} s)", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"figures written to {args.out}")
     return 1 if failed else 0
 

@@ -10,12 +10,14 @@ is built (or found) first and is not part of either figure.
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from bench.trials import alternate, ratio, summarize
 from lab.backends.docker import WORKERS, DockerBackend, docker_client, down_all
 from lab.image import ensure_image
 from lab.scenario import NodeSpec, Scenario
@@ -56,20 +58,32 @@ def lab_ready(image: str, n: int) -> tuple[float, float]:
     return ready, time.monotonic() - t_stop
 
 
-def run() -> dict[str, Any]:
+def run(trials: int | None = None, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
     client = docker_client()
     t = time.monotonic()
     image = ensure_image(client)
     out: dict[str, Any] = {"image": image, "image_ensure_s": round(time.monotonic() - t, 2),
                            "parallel_docker_calls": WORKERS}
-    for n in SIZES:
-        bare = bare_containers(client, image, n)
-        ready, stop = lab_ready(image, n)
-        out[f"nodes_{n}"] = {"lab_ready_s": round(ready, 2), "bare_containers_s": round(bare, 2),
-                             "overhead_x": round(ready / bare, 2) if bare else None,
-                             "lab_stop_s": round(stop, 2)}
-        print(f"   {n:>2} nodes: lab ready in {ready:.2f}s, {n} bare containers started in {bare:.2f}s "
-              f"({ready / bare:.1f}x); lab stopped and removed in {stop:.2f}s", flush=True)
+    kw = {"trials": trials} if trials else {}
+    rows = []
+    for n in sizes:
+        def lab(n: int = n) -> dict[str, float]:
+            ready, stop = lab_ready(image, n)
+            return {"lab_ready_s": ready, "lab_stop_s": stop}
+        res = alternate([("bare", lambda n=n: {"bare_containers_s": bare_containers(client, image, n)}),
+                         ("lab", lab)], **kw)
+        bare, ready = summarize(res["bare"], "bare_containers_s"), summarize(res["lab"], "lab_ready_s")
+        ratios = [ratio(r["lab_ready_s"], b["bare_containers_s"]) for r, b in zip(res["lab"], res["bare"], strict=True)]
+        out[f"nodes_{n}"] = {"lab_ready_s": ready, "bare_containers_s": bare,
+                             "overhead_x": statistics.median(ratios), "overhead_ratios": ratios,
+                             "lab_stop_s": summarize(res["lab"], "lab_stop_s")}
+        print(f"   {n:>3} nodes: lab ready in {ready['median']:.2f}s, {n} bare containers in "
+              f"{bare['median']:.2f}s ({statistics.median(ratios):.2f}x, medians of {len(ratios)})", flush=True)
+        rows.append([f"ready {n}-node docker lab", f"{ready['median']:.2f} s "
+                     f"(**{statistics.median(ratios):.2f}×**; trials "
+                     + ", ".join(f"{v:.2f}" for v in ready["trials"]) + ")",
+                     f"{n} bare containers {bare['median']:.2f} s", "≤ 2×"])
+    out["readme_rows"] = rows
     return out
 
 

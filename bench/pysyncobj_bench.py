@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.ratesearch import max_rate
+from bench.ratesearch import SPAN, best_window
 
 NODE = str(Path(__file__).with_name("pysyncobj_node.py"))
 
@@ -49,19 +49,19 @@ def _cluster(modes: list[list[str]]) -> list[dict]:
                     p.wait()
 
 
-def throughput(seconds: float = 4.0) -> dict:
-    def success_at(rate: int) -> float:
-        per_node = max(1, rate // 3)
-        outs = _cluster([["load", str(per_node), str(seconds)]] * 3)
-        sent = sum(o["sent"] for o in outs)
-        return sum(o["ok"] for o in outs) / sent if sent else 0.0
+def achieved(window: int, span: float = SPAN) -> float:
+    """ops/s PySyncObj's leader completes with ``window`` commands in flight (bench/ratesearch.py)."""
+    outs = _cluster([["window", str(window), str(span)]] * 3)
+    return next(o["ops_per_s"] for o in outs if "ops_per_s" in o)
 
-    best, tried = max_rate(success_at, 100, 80000)
-    return {"max_rps": best, "tried": tried}
+
+def throughput() -> dict:
+    best, window, tried = best_window(achieved)
+    return {"ops_per_s": best, "window": window, "tried": tried}
 
 
 def sequential(count: int = 300) -> dict:
     outs = _cluster([["seq", str(count), "0"]] * 3)
     samples = sorted(next(o["samples"] for o in outs if "samples" in o))
     return {"p50_ms": statistics.median(samples) * 1e3,
-            "p99_ms": samples[int(len(samples) * 0.99)] * 1e3, "count": count}
+            "p99_ms": samples[int(len(samples) * 0.99)] * 1e3, "count": len(samples)}

@@ -1,12 +1,15 @@
 """One PySyncObj node for the Raft anchor (run as a child process by bench/pysyncobj_bench.py).
 
-Modes: ``load RPS SECONDS`` submits RPS commands per second for SECONDS in
-one-second bursts, PySyncObj's own benchmark method; ``seq COUNT`` -- run by
-every node -- has the leader submit COUNT commands one after another and
-report each latency while the others serve until it is done (a follower's
-command waits for the next append round, ~200 ms by default, so submitting at
-the leader is PySyncObj's best case, and the same place zlab's client writes
-to). Prints one JSON line with its figures.
+Modes, run by every node; only the leader submits, the others serve until it is done
+(a follower's command waits for the next append round, ~200 ms by default, so
+submitting at the leader is PySyncObj's best case, and the same place zlab's
+client writes to):
+
+* ``window W SPAN``: keep W commands in flight (each completion submits the next), warm
+  up for bench/ratesearch.WARMUP s, then count completions over SPAN s: ops/s achieved;
+* ``seq COUNT 0``: COUNT commands one after another, each latency.
+
+Prints one JSON line with its figures.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import threading
 import time
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.ratesearch import WARMUP  # noqa: E402 -- run as a script: the repo root on the path first
 
 
 class Counter(SyncObj):
@@ -31,6 +37,41 @@ class Counter(SyncObj):
         self.applied += 1
 
 
+def _window(obj: Counter, window: int, span: float) -> dict[str, float]:
+    slots = threading.BoundedSemaphore(window)
+    done = [0, 0]       # ok, failed
+
+    def finished(_res: object, err: int) -> None:
+        done[0 if err == FAIL_REASON.SUCCESS else 1] += 1
+        slots.release()
+
+    start = time.perf_counter()
+    warm_end, end = start + WARMUP, start + WARMUP + span
+    ok0 = t0 = None
+    while True:
+        now = time.perf_counter()
+        if ok0 is None and now >= warm_end:
+            ok0, t0 = done[0], now
+        if now >= end:
+            break
+        if slots.acquire(timeout=0.05):
+            obj.bump("v" * 10, callback=finished)
+    ok1, t1 = done[0], time.perf_counter()
+    return {"ops_per_s": (ok1 - ok0) / (t1 - t0), "failed": done[1]}
+
+
+def _sequential(obj: Counter, count: int) -> list[float]:
+    samples = []
+    done_evt = threading.Event()
+    for _ in range(count):
+        done_evt.clear()
+        t = time.perf_counter()
+        obj.bump("v" * 10, callback=lambda _r, _e: done_evt.set())
+        if done_evt.wait(5):
+            samples.append(time.perf_counter() - t)
+    return samples
+
+
 def main() -> None:
     mode, a, b, me, journal, *others = sys.argv[1:]
     # "seq" is PySyncObj's own latency set-up: appendEntriesUseBatch=False.
@@ -40,40 +81,18 @@ def main() -> None:
         time.sleep(0.05)
     time.sleep(1.0)
     out: dict[str, object] = {"leader": str(obj._getLeader())}
-    if mode == "load":
-        rps, seconds = int(a), float(b)
-        ok = [0, 0]
-
-        def done(_res: object, err: int) -> None:
-            ok[0 if err == FAIL_REASON.SUCCESS else 1] += 1
-
-        sent = 0
-        start = time.time()
-        while time.time() - start < seconds:
-            burst = time.time()
-            for _ in range(rps):
-                obj.bump("v" * 10, callback=done)
-                sent += 1
-            time.sleep(max(0.0, 1.0 - (time.time() - burst)))
-        time.sleep(2.0)
-        out.update(sent=sent, ok=ok[0], failed=ok[1])
-    elif mode == "seq":
-        flag = os.path.join(os.path.dirname(journal), "seq-done")
-        if str(obj._getLeader()) != me:
-            deadline = time.time() + 120
-            while not os.path.exists(flag) and time.time() < deadline:
-                time.sleep(0.05)
-        else:
-            samples = []
-            done_evt = threading.Event()
-            for _ in range(int(a)):
-                done_evt.clear()
-                t = time.perf_counter()
-                obj.bump("v" * 10, callback=lambda _r, _e: done_evt.set())
-                if done_evt.wait(5):
-                    samples.append(time.perf_counter() - t)
-            out.update(samples=samples)
-            open(flag, "w").close()
+    leads = out["leader"] == me
+    flag = os.path.join(os.path.dirname(journal), "leader-done")
+    if not leads:
+        deadline = time.time() + 120
+        while not os.path.exists(flag) and time.time() < deadline:
+            time.sleep(0.05)
+    elif mode == "window":
+        out.update(_window(obj, int(a), float(b)))
+    else:
+        out.update(samples=_sequential(obj, int(a)))
+    if leads:
+        open(flag, "w").close()
     print(json.dumps(out), flush=True)
     obj.destroy()
 

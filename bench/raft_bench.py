@@ -1,14 +1,16 @@
 """Raft on the local runtime (3 agents, durable log) beside PySyncObj, measured in one command.
 
-Throughput uses PySyncObj's own method (bench/ratesearch.py): requests are
-offered open-loop at a fixed rate in one-second bursts, spread over the three
-nodes' clients, and the figure is the highest rate at which >= 90% succeed.
-zlab's clients send to the leader (a follower would answer not_leader, where
-PySyncObj forwards internally). Sequential latency: one write at a time, as
-PySyncObj's latency set-up does (appendEntriesUseBatch=False on its side).
+Both sides submit at the leader, and each figure is the median of alternating trials
+(bench/trials.py): PySyncObj, zlab with fsync, zlab with ZLAB_FSYNC=0, then again.
 
-zlab runs twice: with fsync (its default: an acknowledged write is on disk) and
-with ZLAB_FSYNC=0, which matches PySyncObj's journal (mmap, never fsync'd).
+* throughput: ops/s achieved at saturation, a closed loop of a window of writes in
+  flight, the best of the same windows on both sides (bench/ratesearch.py);
+* sequential commit latency: one write at a time (PySyncObj's latency set-up:
+  appendEntriesUseBatch=False on its side), p50 and p99 of 300.
+
+zlab runs with its default trace level (every message traced) unless ZLAB_TRACE says
+otherwise; the figure carries the level. ZLAB_FSYNC=0 matches PySyncObj's journal (an
+mmap, never fsync'd); with fsync (zlab's default) an acknowledged write is on disk.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from bench import pysyncobj_bench
-from bench.ratesearch import max_rate
+from bench.ratesearch import SPAN, WARMUP, best_window
+from bench.trials import alternate, ratio, summarize
 
 SCENARIO = """
 name: bench-raft
@@ -29,17 +33,19 @@ protocol: raft
 nodes: 3
 config: {election_timeout: [300ms, 600ms], heartbeat: 50ms}
 """
+SEQUENTIAL = 300
 
 
 @contextmanager
-def _cluster(fsync: bool):
+def cluster(fsync: bool, scenario: str = SCENARIO) -> Iterator[Any]:
+    """A started local lab of ``scenario`` (agents with or without fsync), stopped afterwards."""
     from lab.backends.local import LocalBackend
     from lab.topology import load_scenario_text
 
-    saved = {k: os.environ.get(k) for k in ("ZLAB_FSYNC", "ZLAB_TRACE", "ZLAB_HOME")}
+    saved = {k: os.environ.get(k) for k in ("ZLAB_FSYNC", "ZLAB_HOME")}
     with tempfile.TemporaryDirectory(prefix="zlab-bench-") as tmp:
-        os.environ.update(ZLAB_FSYNC="1" if fsync else "0", ZLAB_TRACE="protocol", ZLAB_HOME=tmp)
-        backend = LocalBackend(load_scenario_text(SCENARIO), 1, f"{tmp}/run")
+        os.environ.update(ZLAB_FSYNC="1" if fsync else "0", ZLAB_HOME=tmp)
+        backend = LocalBackend(load_scenario_text(scenario), 1, f"{tmp}/run")
         try:
             backend.start()
             yield backend
@@ -52,7 +58,11 @@ def _cluster(fsync: bool):
                     os.environ[k] = v
 
 
-def _leader(backend: Any, timeout: float = 10.0) -> str:
+def trace_level() -> str:
+    return os.environ.get("ZLAB_TRACE", "all")
+
+
+def leader(backend: Any, timeout: float = 10.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for n in backend.scenario.node_names:
@@ -60,83 +70,129 @@ def _leader(backend: Any, timeout: float = 10.0) -> str:
             if st and st.get("role") == "leader":
                 return n
         time.sleep(0.05)
-    raise RuntimeError("no Raft leader within 10 s")
+    raise RuntimeError(f"no leader within {timeout:g} s")
 
 
-class _Client:
-    """Open-loop writes against one backend; counts answers by outcome."""
+class Writer:
+    """Writes to one node through the backend's client path; counts answers by outcome."""
 
-    def __init__(self, backend: Any) -> None:
-        self.b = backend
-        self.seq = 0
-        self.ok = 0
-        self.other = 0
+    def __init__(self, backend: Any, node: str) -> None:
+        self.b, self.node = backend, node
+        self.seq = self.ok = self.other = 0
 
-    def write(self, leader: str, process: int) -> None:
+    def write(self, then: Callable[[], None] | None = None) -> None:
         self.seq += 1
         op = {"f": "write", "key": f"k{self.seq % 8}", "value": self.seq,
-              "client": f"bench{process}", "seq": self.seq}
+              "client": "bench", "seq": self.seq}
 
         def done(result: dict[str, Any]) -> None:
             if result.get("type") == "ok":
                 self.ok += 1
             else:
                 self.other += 1
-        self.b.submit(leader, op, done)
+            if then is not None:
+                then()
+        self.b.submit(self.node, op, done)
 
+    def closed_loop(self, window: int, span: float = SPAN) -> float:
+        """ops/s completed with ``window`` writes in flight, over ``span`` s after a warm-up."""
+        b = self.b
+        start = b.now()
+        end = start + WARMUP + span
 
-def _success_at(fsync: bool, seconds: float) -> Any:
-    def at(rate: int) -> float:
-        with _cluster(fsync) as b:
-            leader = _leader(b)
-            client = _Client(b)
-            start = b.now()
-            sent = 0
-            for second in range(int(seconds)):
-                burst = start + second
-                b.run_until(burst)
-                for i in range(rate):
-                    client.write(leader, i % 3)
-                    sent += 1
-            b.run_until(start + seconds + 2.0)
-            return client.ok / sent if sent else 0.0
-    return at
+        def more() -> None:
+            if b.now() < end:
+                self.write(more)
+        for _ in range(window):
+            self.write(more)
+        b.run_until(start + WARMUP)
+        ok0, t0 = self.ok, b.now()
+        b.run_until(end)
+        ok1, t1 = self.ok, b.now()
+        b.run_until(end + 1.0)       # drain what is in flight before the lab stops
+        return (ok1 - ok0) / (t1 - t0)
 
-
-def _sequential(fsync: bool, count: int) -> dict[str, float]:
-    with _cluster(fsync) as b:
-        leader = _leader(b)
-        client = _Client(b)
+    def sequential(self, count: int) -> dict[str, float]:
         samples = []
         for _ in range(count):
-            answered = client.ok + client.other
+            answered = self.ok + self.other
             t = time.perf_counter()
-            client.write(leader, 0)
-            deadline = b.now() + 5.0
-            while client.ok + client.other == answered and b.now() < deadline:
-                b.run_until(b.now() + 0.0005)
-            if client.ok + client.other > answered:
+            self.write()
+            deadline = self.b.now() + 5.0
+            while self.ok + self.other == answered and self.b.now() < deadline:
+                self.b.run_until(self.b.now() + 0.0005)
+            if self.ok + self.other > answered:
                 samples.append(time.perf_counter() - t)
-    samples.sort()
-    return {"p50_ms": statistics.median(samples) * 1e3,
-            "p99_ms": samples[int(len(samples) * 0.99)] * 1e3, "count": len(samples)}
+        samples.sort()
+        return {"p50_ms": statistics.median(samples) * 1e3,
+                "p99_ms": samples[int(len(samples) * 0.99)] * 1e3, "count": len(samples)}
 
 
-def run(seconds: float = 4.0, count: int = 300) -> dict[str, Any]:
-    out: dict[str, Any] = {"method": __doc__.strip().splitlines()[0]}
-    pso_seq = pysyncobj_bench.sequential(count)
-    print(f"   PySyncObj sequential (no batch): p50 {pso_seq['p50_ms']:.1f} ms, p99 {pso_seq['p99_ms']:.1f} ms")
-    pso_tp = pysyncobj_bench.throughput(seconds)
-    print(f"   PySyncObj max rate with >= 90% success: {pso_tp['max_rps']}/s")
-    out["pysyncobj"] = {"sequential": pso_seq, "throughput": pso_tp}
-    for label, fsync in (("zlab_fsync", True), ("zlab_nofsync", False)):
-        seq = _sequential(fsync, count)
-        best, tried = max_rate(_success_at(fsync, seconds), 100, 80000)
-        ratio_tp = best / pso_tp["max_rps"] if pso_tp["max_rps"] else float("inf")
-        ratio_p50 = seq["p50_ms"] / pso_seq["p50_ms"]
-        print(f"   {label}: sequential p50 {seq['p50_ms']:.1f} ms p99 {seq['p99_ms']:.1f} ms "
-              f"({ratio_p50:.2f}x PySyncObj; goal <= 2x); max rate {best}/s "
-              f"({ratio_tp:.2f}x PySyncObj; goal >= 1.5x)")
-        out[label] = {"sequential": seq, "throughput": {"max_rps": best, "tried": tried},
-                      "p50_ratio": ratio_p50, "throughput_ratio": ratio_tp}
+def zlab_throughput(fsync: bool, scenario: str = SCENARIO) -> dict[str, Any]:
+    def at(window: int) -> float:
+        with cluster(fsync, scenario) as b:
+            return Writer(b, leader(b)).closed_loop(window)
+    best, window, tried = best_window(at)
+    return {"ops_per_s": best, "window": window, "tried": tried}
+
+
+def zlab_sequential(fsync: bool, count: int = SEQUENTIAL, scenario: str = SCENARIO) -> dict[str, Any]:
+    with cluster(fsync, scenario) as b:
+        return Writer(b, leader(b)).sequential(count)
+
+
+def run(trials: int | None = None) -> dict[str, Any]:
+    level = trace_level()
+    kw = {"trials": trials} if trials else {}
+    print(f"   throughput: closed loop at the leader, best of windows; zlab trace level {level!r}")
+    tp = alternate([("pysyncobj", pysyncobj_bench.throughput),
+                    ("zlab_fsync", lambda: zlab_throughput(True)),
+                    ("zlab_nofsync", lambda: zlab_throughput(False))], **kw)
+    print("   sequential commit latency, one write at a time at the leader")
+    seq = alternate([("pysyncobj", lambda: pysyncobj_bench.sequential(SEQUENTIAL)),
+                     ("zlab_fsync", lambda: zlab_sequential(True)),
+                     ("zlab_nofsync", lambda: zlab_sequential(False))], **kw)
+    out: dict[str, Any] = {"method": __doc__.strip().splitlines()[0], "trace_level": level,
+                           "pysyncobj": {"throughput": summarize(tp["pysyncobj"], "ops_per_s"),
+                                         "p50_ms": summarize(seq["pysyncobj"], "p50_ms"),
+                                         "p99_ms": summarize(seq["pysyncobj"], "p99_ms")}}
+    for label in ("zlab_fsync", "zlab_nofsync"):
+        # Ratios pair by pair (trial i of zlab against trial i of PySyncObj), then their median.
+        tp_ratios = [ratio(z["ops_per_s"], p["ops_per_s"]) for z, p in zip(tp[label], tp["pysyncobj"], strict=True)]
+        p50_ratios = [ratio(z["p50_ms"], p["p50_ms"]) for z, p in zip(seq[label], seq["pysyncobj"], strict=True)]
+        row = {"throughput": summarize(tp[label], "ops_per_s"),
+               "p50_ms": summarize(seq[label], "p50_ms"), "p99_ms": summarize(seq[label], "p99_ms"),
+               "throughput_ratio": statistics.median(tp_ratios), "throughput_ratios": tp_ratios,
+               "p50_ratio": statistics.median(p50_ratios), "p50_ratios": p50_ratios,
+               "trials": {"throughput": tp[label], "sequential": seq[label]}}
+        out[label] = row
+        print(f"   {label}: {row['throughput']['median']:,.0f} ops/s = {row['throughput_ratio']:.2f}x "
+              f"PySyncObj's {out['pysyncobj']['throughput']['median']:,.0f} (median of pair ratios "
+              f"{tp_ratios}; goal >= 1.5x); sequential p50 {row['p50_ms']['median']:.2f} ms = "
+              f"{row['p50_ratio']:.2f}x PySyncObj's {out['pysyncobj']['p50_ms']['median']:.2f} ms "
+              f"(goal <= 2x)")
+    out["pysyncobj"]["trials"] = {"throughput": tp["pysyncobj"], "sequential": seq["pysyncobj"]}
+    out["readme_rows"] = readme_rows(out)
     return out
+
+
+def _trials(summary: dict[str, Any], digits: int) -> str:
+    return ", ".join(f"{v:,.{digits}f}" for v in summary["trials"])
+
+
+def readme_rows(out: dict[str, Any]) -> list[list[str]]:
+    pso, level = out["pysyncobj"], out["trace_level"]
+    rows = []
+    for label, what in (("zlab_fsync", "fsync on"), ("zlab_nofsync", "`ZLAB_FSYNC=0`")):
+        z = out[label]
+        rows.append([f"Raft throughput at the leader, {what}, trace level `{level}`",
+                     f"{z['throughput']['median']:,.0f}/s (**{z['throughput_ratio']:.2f}×**; "
+                     f"trials {_trials(z['throughput'], 0)})",
+                     f"PySyncObj {pso['throughput']['median']:,.0f}/s "
+                     f"(trials {_trials(pso['throughput'], 0)})", "≥ 1.5×"])
+        rows.append([f"Raft sequential commit p50, {what}",
+                     f"{z['p50_ms']['median']:.2f} ms (**{z['p50_ratio']:.2f}×**; "
+                     f"trials {_trials(z['p50_ms'], 2)})",
+                     f"PySyncObj {pso['p50_ms']['median']:.2f} ms "
+                     f"(trials {_trials(pso['p50_ms'], 2)})", "≤ 2×"])
+    return rows
