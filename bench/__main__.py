@@ -1,7 +1,8 @@
 """`make bench` / `python -m bench [section ...]`: every figure beside its anchor, measured now.
 
 Sections: anchors (pyzmq round trip, pynacl verify), sim (simulated s per wall s),
-raft (zlab local Raft vs PySyncObj), docker (lab start vs bare containers).
+raft (zlab local Raft vs PySyncObj), docker (lab start vs bare containers),
+swim (Lifeguard's false positives and detection time, on the simulator).
 Figures are printed and written to bench/results.json (sections run now replace their
 earlier figures; the others are kept), then `python -m bench.readme_table` puts them in
 the README. Each figure is the median of alternating trials (bench/trials.py).
@@ -23,6 +24,7 @@ SECTIONS = {
     "sim": "bench.sim_bench",
     "raft": "bench.raft_bench",
     "docker": "bench.docker_bench",
+    "swim": "bench.swim_bench",
 }
 
 

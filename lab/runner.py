@@ -111,7 +111,7 @@ class Clients:
         self.spec = scenario.workload
         self.timeout = self.spec.timeout
         per_client = 1 if self.spec.rate else (self.spec.concurrency or 1)
-        n = (self.spec.clients * per_client) if workload is not None else 0
+        n = (self.spec.clients * per_client) if workload is not None and workload.client_ops else 0
         self.slots = [_Slot(process=history.fresh_process()) for _ in range(n)]
         self.counts = {"ok": 0, "fail": 0, "info": 0, "skipped": 0, "invoked": 0}
         self.leader: str | None = None                    # last leader any client saw

@@ -366,7 +366,7 @@ ERRORS = [
     ("network:\n  links:\n    - {from: n1, to: n2, delay: 1ms, oneway: yes please}\n", 6,
      "network.links[0].oneway", "true or false"),
     ("workload: {clients: 2, duration: 5s}\n", 4, "workload.kind", "required"),
-    ("workload: {kind: bank, duration: 5s}\n", 4, "workload.kind", "kv, transfer, none"),
+    ("workload: {kind: bank, duration: 5s}\n", 4, "workload.kind", "transfer, none"),
     ("workload:\n  kind: kv\n  rate: 100\n  duration: 5s\n", 6, "workload.rate", "100/s"),
     ("workload:\n  kind: kv\n  clients: 0\n  duration: 5s\n", 6, "workload.clients", "from 1"),
     ("workload:\n  kind: kv\n  rate: 10/s\n  concurrency: 2\n  duration: 5s\n", 7,

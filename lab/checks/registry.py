@@ -15,7 +15,7 @@ from lab.checks.base import HOLDS, UNKNOWN, VIOLATED, Checker, Params, RunData, 
 from lab.errors import ConfigError
 from nodes.protocols.core import convert
 
-MODULES = ("lab.checks.raft", "lab.checks.linearizable", "lab.checks.commit")
+MODULES = ("lab.checks.raft", "lab.checks.linearizable", "lab.checks.commit", "lab.checks.swim")
 
 EXIT_OK, EXIT_DIFFERS, EXIT_UNKNOWN = 0, 1, 2
 

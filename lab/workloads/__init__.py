@@ -15,6 +15,9 @@ class Workload(ABC):
     give the checkers the final state."""
 
     kind: str = ""
+    #: False for a workload that only watches (membership): the runner then starts no clients,
+    #: and only the final ops reach the nodes.
+    client_ops: bool = True
 
     def __init__(self, spec: WorkloadSpec, scenario: Scenario, rng: Random) -> None:
         self.spec = spec

@@ -12,6 +12,7 @@ from nodes.loader import load
 _WORKLOADS = {
     "kv": "lab.workloads.kv:KvWorkload",
     "transfer": "lab.workloads.transfer:TransferWorkload",
+    "membership": "lab.workloads.membership:MembershipWorkload",
 }
 
 

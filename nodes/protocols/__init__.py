@@ -11,6 +11,7 @@ _REGISTRY = {
     "raft": "nodes.protocols.raft:Raft",
     "twopc": "nodes.protocols.twopc:TwoPC",
     "threepc": "nodes.protocols.threepc:ThreePC",
+    "swim": "nodes.protocols.swim:Swim",
 }
 
 
