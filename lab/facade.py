@@ -332,7 +332,9 @@ class Lab:
 
     def _workload(self, f: str) -> Workload | None:
         """The workload that knows the final ops after ``f`` calls (kv reads every key touched)."""
-        kind = _WORKLOAD_OF.get(f)
+        return self._workload_of_kind(_WORKLOAD_OF.get(f))
+
+    def _workload_of_kind(self, kind: str | None) -> Workload | None:
         if kind is None or kind not in workload_kinds():
             return None
         if kind not in self._workloads:
@@ -504,11 +506,14 @@ class Lab:
         """The scenario's checks over the history and trace so far. With ``final_reads``
         (Jepsen's), first heal every fault in force (partitions, link faults, paused and
         crashed nodes), let the lab settle (the topology's ``settle``) and read back what the
-        calls touched (every key; 2PC/3PC balances), recorded like any other call."""
+        calls touched (every key) and what the topology's workload reads at the end of a run
+        (2PC/3PC balances, SWIM views), recorded like any other call."""
         self._running()
         if final_reads:
             if self.plan.revert_all(close=False):
                 self.sleep(self.scenario.settle)
+            # The topology's own workload reads back too (balances, a membership's views).
+            self._workload_of_kind(self.scenario.workload.kind)
             final: dict[str, Any] = {}
             for wl in self._workloads.values():
                 if wl is not None:
