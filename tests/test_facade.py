@@ -254,3 +254,10 @@ def test_a_lab_that_is_not_running_says_so() -> None:
     la.stop()                                       # idempotent
     with pytest.raises(LabError, match="not running"):
         la.get("x")
+
+
+def test_check_reads_back_what_the_topologys_workload_reads_at_the_end() -> None:
+    with lab(BANK + "workload: {kind: transfer}\n") as la:
+        verdicts = la.check()                       # no call made: the balances are read anyway
+        assert verdicts.result.final["balances"] == {str(a): 100 for a in range(4)}
+        assert {e["f"] for e in la.history.events} == {"balances"}
