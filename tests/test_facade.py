@@ -257,7 +257,7 @@ def test_a_lab_that_is_not_running_says_so() -> None:
 
 
 def test_check_reads_back_what_the_topologys_workload_reads_at_the_end() -> None:
-    with lab(BANK + "workload: {kind: transfer}\n") as la:
+    with lab(BANK + "workload: {kind: transfer, duration: 5s}\n") as la:
         verdicts = la.check()                       # no call made: the balances are read anyway
         assert verdicts.result.final["balances"] == {str(a): 100 for a in range(4)}
         assert {e["f"] for e in la.history.events} == {"balances"}
