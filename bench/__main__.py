@@ -1,8 +1,9 @@
 """`make bench` / `python -m bench [section ...]`: every figure beside its anchor, measured now.
 
 Sections: anchors (pyzmq round trip, pynacl verify), sim (simulated s per wall s),
-raft (zlab local Raft vs PySyncObj), docker (lab start vs bare containers),
-swim (Lifeguard's false positives and detection time, on the simulator).
+raft (zlab local Raft vs PySyncObj), paxos (Multi-Paxos vs zlab's Raft, messages per op),
+pbft (zlab local PBFT vs its signature bound and zlab's Raft), docker (lab start vs bare
+containers), swim (Lifeguard's false positives and detection time, on the simulator).
 Figures are printed and written to bench/results.json (sections run now replace their
 earlier figures; the others are kept), then `python -m bench.readme_table` puts them in
 the README. Each figure is the median of alternating trials (bench/trials.py).
@@ -23,6 +24,8 @@ SECTIONS = {
     "anchors": "bench.anchor_section",
     "sim": "bench.sim_bench",
     "raft": "bench.raft_bench",
+    "paxos": "bench.paxos_bench",
+    "pbft": "bench.pbft_bench",
     "docker": "bench.docker_bench",
     "swim": "bench.swim_bench",
 }

@@ -26,6 +26,7 @@ from typing import Any
 from bench import pysyncobj_bench
 from bench.ratesearch import SPAN, WARMUP, best_window
 from bench.trials import alternate, ratio, summarize
+from lab.clientrule import Tally, client_rule_of
 
 SCENARIO = """
 name: bench-raft
@@ -74,11 +75,16 @@ def leader(backend: Any, timeout: float = 10.0) -> str:
 
 
 class Writer:
-    """Writes to one node through the backend's client path; counts answers by outcome."""
+    """Writes to one node through the backend's client path; counts answers by outcome.
+    Under a core's client rule (PBFT; lab/clientrule.py) a write goes, signed, to every node
+    (``node`` unused) and counts once ``rule.replies`` of them answered alike, as the
+    runner's clients do."""
 
-    def __init__(self, backend: Any, node: str) -> None:
+    def __init__(self, backend: Any, node: str | None) -> None:
         self.b, self.node = backend, node
         self.seq = self.ok = self.other = 0
+        self.rule = client_rule_of(backend.scenario)
+        self.signer = backend.client_signer() if self.rule is not None and self.rule.sign else None
 
     def write(self, then: Callable[[], None] | None = None) -> None:
         self.seq += 1
@@ -92,7 +98,14 @@ class Writer:
                 self.other += 1
             if then is not None:
                 then()
-        self.b.submit(self.node, op, done)
+        if self.rule is None:
+            self.b.submit(self.node, op, done)
+            return
+        if self.signer is not None:
+            op = self.signer.sign_request(op)
+        tally = Tally(self.rule.replies)
+        for node in self.b.scenario.node_names:
+            self.b.submit(node, op, lambda res, node=node: tally.add(node, res) and done(res))
 
     def closed_loop(self, window: int, span: float = SPAN) -> float:
         """ops/s completed with ``window`` writes in flight, over ``span`` s after a warm-up."""

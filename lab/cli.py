@@ -185,7 +185,8 @@ def check_run_dir(run_dir: Path, time_limit: float = 30.0) -> int:
     except json.JSONDecodeError as e:
         raise CheckError(f"{final_path}:{e.lineno}: not JSON: {e.msg}") from None
     expect = dict(scenario.get("expect") or {})
-    listed, params = split_check_items(list(scenario.get("checks") or []))
+    listed, params = split_check_items(list(scenario.get("checks") or []),
+                                       str(scenario.get("protocol", "")))
     names = check_names(listed, expect, str(scenario.get("protocol", "")))
     data = RunData(scenario=scenario, trace=trace, history=history, final=final,
                    time_limit=time_limit)
@@ -238,6 +239,10 @@ def cmd_protocols(args: argparse.Namespace) -> int:
             print("  bugs:")
             for bug, what in sorted(cls.bugs.items()):
                 print(f"    {bug}: {what}")
+        if cls.behaviours:
+            print("  byzantine behaviours (a node's `byzantine: [...]` in YAML):")
+            for name, what in sorted(cls.behaviours.items()):
+                print(f"    {name}: {what}")
     return 0
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from lab import labstate
 from lab.backends import backend_class
 from lab.backends.agents import AgentBackend
+from lab.clientrule import Tally, client_rule_of
 from lab.errors import BackendError, ConfigError, LabError
 from lab.targets import partition_cuts
 from nodes.units import format_duration, parse_duration, parse_percent
@@ -338,6 +339,9 @@ def run_op(b: AgentBackend, op: dict[str, Any], first: str | None = None,
     op = {**op, "client": f"cli-{os.getpid()}", "seq": int(time.time() * 1000)}
     start = time.monotonic()
     deadline = start + timeout
+    rule = client_rule_of(b.scenario)
+    if rule is not None and redirect:
+        return _run_by_rule(b, rule, op, live, deadline, start)
     tried: set[str] = set()
     for _ in range(50):
         box: list[dict[str, Any]] = []
@@ -363,6 +367,26 @@ def run_op(b: AgentBackend, op: dict[str, Any], first: str | None = None,
         rest = [n for n in live if n not in tried] or live
         target = rest[0] if rest[0] != target or len(rest) == 1 else rest[-1]
     return None, None, time.monotonic() - start
+
+
+def _run_by_rule(b: AgentBackend, rule: Any, op: dict[str, Any], live: list[str], deadline: float,
+                 start: float) -> tuple[dict[str, Any] | None, str | None, float]:
+    """Under a core's client rule (PBFT): signed, to every running node, again every
+    ``rule.retry``, until ``rule.replies`` nodes answered alike."""
+    if rule.sign:
+        op = b.client_signer().sign_request(op)
+    tally, box = Tally(rule.replies), []
+
+    def answer(node: str, res: dict[str, Any]) -> None:
+        if not box and tally.add(node, res):
+            box.append((res, node))
+    while not box and time.monotonic() < deadline:
+        for node in live:
+            b.submit(node, op, lambda res, node=node: answer(node, res))
+        b.wait_for(lambda: bool(box), max(0.0, min(rule.retry, deadline - time.monotonic())))
+    if not box:
+        return None, None, time.monotonic() - start
+    return box[0][0], box[0][1], time.monotonic() - start
 
 
 def cmd_client(args: argparse.Namespace) -> int:

@@ -143,16 +143,17 @@ def write_checks(run_dir: Path, verdicts: Iterable[Verdict], expect: dict[str, s
 
 
 def leader_terms(trace: Iterable[dict[str, Any]]) -> list[tuple[float, str, Any]]:
-    """(ts, node, term) of every node becoming leader, in trace order."""
+    """(ts, node, term) of every node becoming leader (a PBFT primary: its view), in trace order."""
     out = []
     seen: set[tuple[str, Any]] = set()
     for ev in trace:
         data = ev.get("data") or {}
-        if ev.get("ev") == "state" and data.get("role") == "leader":
-            key = (ev["node"], data.get("term"))
+        if ev.get("ev") == "state" and data.get("role") in ("leader", "primary"):
+            term = data.get("term", data.get("view"))
+            key = (ev["node"], term)
             if key not in seen:
                 seen.add(key)
-                out.append((ev["ts"], ev["node"], data.get("term")))
+                out.append((ev["ts"], ev["node"], term))
     return out
 
 
@@ -172,7 +173,7 @@ def run_stats(trace: Sequence[dict[str, Any]], history: Sequence[dict[str, Any]]
         if ev.get("ev") == "commit":
             n_commit_events += 1
             data = ev.get("data") or {}
-            commits.add(data.get("index", data.get("tx", n_commit_events)))
+            commits.add(data.get("index", data.get("slot", data.get("tx", n_commit_events))))
     leaders = leader_terms(trace)
     faults = [{"ts": ev["ts"], **(ev.get("data") or {})} for ev in trace if ev.get("ev") == "fault"]
     p50, p99 = percentile(lat, 50), percentile(lat, 99)

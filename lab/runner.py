@@ -29,6 +29,7 @@ from lab.backends import backend_class
 from lab.backends.base import Backend
 from lab.checks.base import RunData, Verdict
 from lab.checks.registry import run_checks
+from lab.clientrule import Tally, client_rule_of
 from lab.faultplan import FaultPlan
 from lab.history import FAIL, INFO, OK, History
 from lab.scenario import Scenario
@@ -96,6 +97,8 @@ class _Op:
     node: str | None = None
     done: bool = False
     on_done: Callable[[dict[str, Any]], None] | None = None
+    tally: Tally | None = None               # under a core's client rule: the answers so far
+    signed: dict[str, Any] | None = None     # the request as sent, signed once
 
 
 class Clients:
@@ -115,6 +118,10 @@ class Clients:
         self.slots = [_Slot(process=history.fresh_process()) for _ in range(n)]
         self.counts = {"ok": 0, "fail": 0, "info": 0, "skipped": 0, "invoked": 0}
         self.leader: str | None = None                    # last leader any client saw
+        # A core's own client rule (PBFT: f+1 matching replies, requests signed and sent to
+        # every replica); None keeps the default path: one answer, not_leader redirects.
+        self.rule = client_rule_of(scenario)
+        self._signer: Any = None            # the lab's client key, once the backend made it
         self._seq = 0
         self._end = 0.0
 
@@ -179,11 +186,37 @@ class Clients:
         return self.rng.choice(choices)
 
     def _send(self, state: _Op, node: str) -> None:
+        if self.rule is not None:
+            self._send_all(state)
+            return
         state.attempt += 1
         state.node = node
         attempt = state.attempt
         msg = {**state.op, "client": state.client, "seq": state.seq}
         self.backend.submit(node, msg, lambda res: self._result(state, attempt, node, res))
+
+    def _send_all(self, state: _Op) -> None:
+        """Under a core's client rule: the request to every node, again every ``rule.retry``
+        until enough of them answered alike (or the op's timeout)."""
+        rule = self.rule
+        assert rule is not None
+        state.attempt += 1
+        if state.tally is None:
+            state.tally = Tally(rule.replies)
+            msg = {**state.op, "client": state.client, "seq": state.seq}
+            if rule.sign:
+                self._signer = self._signer or self.backend.client_signer()
+                msg = self._signer.sign_request(msg)
+            state.signed = msg
+        for node in self.scenario.node_names:
+            self.backend.submit(node, state.signed, lambda res, node=node: self._vote(state, node, res))
+        nxt = self.backend.now() + rule.retry
+        if nxt < state.deadline and state.attempt < MAX_ATTEMPTS:
+            self.backend.call_at(nxt, lambda: None if state.done else self._send_all(state))
+
+    def _vote(self, state: _Op, node: str, res: dict[str, Any]) -> None:
+        if not state.done and state.tally is not None and state.tally.add(node, res):
+            self._outcome(state, node, res)
 
     def _result(self, state: _Op, attempt: int, node: str, res: dict[str, Any]) -> None:
         if state.done:
@@ -206,6 +239,10 @@ class Clients:
             target = hint or self._random_node(avoid=node)
             self.backend.call_at(now + delay, lambda: None if state.done else self._send(state, target))
             return
+        self._outcome(state, node, res)
+
+    def _outcome(self, state: _Op, node: str, res: dict[str, Any]) -> None:
+        kind = res.get("type")
         if kind == OK:
             state.slot.leader = node
             self.leader = node

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodes.protocols.core import role_names
+
 
 @dataclass(frozen=True)
 class LinkParams:
@@ -30,12 +32,19 @@ class LinkParams:
 @dataclass(frozen=True)
 class NodeSpec:
     name: str
-    role: str | None = None
+    role: str | tuple[str, ...] | None = None   # one name, or several (Paxos: proposer, acceptor, learner)
     region: str | None = None
     attrs: dict[str, Any] = field(default_factory=dict)   # any other keys of the YAML node
 
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """Every role this node plays (none when the spec names none)."""
+        return role_names(self.role)
+
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "role": self.role, "region": self.region, **self.attrs}
+        # A list of roles goes out as a list: what YAML and JSON give back (and msgpack carries).
+        role = list(self.role) if isinstance(self.role, tuple) else self.role
+        return {"name": self.name, "role": role, "region": self.region, **self.attrs}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Target specs (a string, or a list of them, whose results are united):
 ``n3``          that node
 ``leader``      the up node reporting ``role: leader`` with the highest term
 ``primary``     the up node reporting ``role: primary`` (PBFT, primary-backup)
-``coordinator`` the node whose spec in the scenario has ``role: coordinator``
+``coordinator`` the node whose spec in the scenario has ``role: coordinator`` (or lists it)
 ``random``      one node drawn uniformly (from the plan's rng, not the workload's)
 ``minority``    a random minority, ``(n-1)//2`` nodes, holding the leader when there is one
 ``majority``    the rest: every node not in ``minority``
@@ -83,7 +83,7 @@ class TargetResolver:
 
     def coordinator(self) -> str | None:
         for n in self.scenario.nodes:
-            if n.role == "coordinator":
+            if "coordinator" in n.roles:
                 return n.name
         return None
 

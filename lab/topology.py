@@ -327,11 +327,47 @@ class _Loader:
         m = y.mapping(required=("name",))
         role = region = None
         if "role" in m and not m["role"].is_null():
-            role = m["role"].str_(what="a role name")
+            role = self.role(m["role"])
         if "region" in m and not m["region"].is_null():
             region = m["region"].str_(what="a region name")
         attrs = {k: v.value() for k, v in m.items() if k not in ("name", "role", "region")}
+        if "byzantine" in m:
+            attrs["byzantine"] = self.byzantine(m["byzantine"])
         return NodeSpec(self.node_name(m["name"]), role=role, region=region, attrs=attrs)
+
+    def byzantine(self, y: _Y) -> list[str]:
+        """A node's Byzantine behaviours: names the protocol's core lists (``zlab protocols``)."""
+        known = protocols.get(self.protocol_name).behaviours
+        if not known:
+            raise y.error(f"{self.protocol_name} has no Byzantine behaviours "
+                          "(a node may be byzantine only under a protocol that models them)")
+        items = y.seq("list of behaviours") if y.is_seq() else [y]
+        out: list[str] = []
+        for item in items:
+            name = item.str_(what="a behaviour name")
+            if name not in known:
+                hint = difflib.get_close_matches(name, sorted(known), n=1)
+                also = f"; did you mean {hint[0]}?" if hint else ""
+                raise item.error(f"{self.protocol_name} has no behaviour {name!r} "
+                                 f"(known: {', '.join(sorted(known))}){also}")
+            if name not in out:
+                out.append(name)
+        return out
+
+    def role(self, y: _Y) -> str | tuple[str, ...]:
+        """A node's ``role``: one name, or a list of names (Paxos's proposer, acceptor, learner)."""
+        if not y.is_seq():
+            return y.str_(what="a role name or a list of them")
+        items = y.seq("list of role names")
+        if not items:
+            raise y.error("expected a role name or a non-empty list of them")
+        names: list[str] = []
+        for item in items:
+            name = item.str_(what="a role name")
+            if name in names:
+                raise item.error(f"role {name} is listed twice")
+            names.append(name)
+        return tuple(names)
 
     def node_name(self, y: _Y) -> str:
         name = y.str_(_NODE_NAME, "a node name (a letter, then letters, digits, _ or -)")
@@ -517,7 +553,7 @@ class _Loader:
         if self.known_checks is not None:
             return set(self.known_checks)
         from lab.checks.registry import all_checks
-        registered = all_checks()
+        registered = all_checks(self.protocol_name)
         return {c for c in protocols.get(self.protocol_name).applicable_checks() if c in registered}
 
     def check_name(self, y: _Y, name: str | None = None) -> str:
@@ -547,7 +583,8 @@ class _Loader:
                     if key == "name":
                         continue
                     try:
-                        params.setdefault(name, {}).update(convert_params(name, {key: value.value()}))
+                        params.setdefault(name, {}).update(
+                            convert_params(name, {key: value.value()}, protocol=self.protocol_name))
                     except ValueError as e:
                         raise value.error(str(e).split(": ", 1)[1], field=f"{item.field}.{key}",
                                           line=value.key_line) from None
@@ -654,10 +691,10 @@ def _fault_dict(step: FaultStep) -> dict[str, Any]:
     return out
 
 
-def _param_text(check: str, key: str, value: Any) -> Any:
+def _param_text(protocol: str, check: str, key: str, value: Any) -> Any:
     """A check parameter as YAML writes it, in its declared unit."""
     from lab.checks.registry import all_params
-    unit = all_params().get(check, {}).get(key, ("", ""))[0]
+    unit = all_params(protocol).get(check, {}).get(key, ("", ""))[0]
     if unit == "s":
         return duration_text(value)
     if unit == "%":
@@ -692,7 +729,8 @@ def scenario_to_dict(s: Scenario) -> dict[str, Any]:
                      **w.params})
     out["workload"] = workload
     out["faults"] = [_fault_dict(f) for f in s.faults]
-    out["checks"] = [{"name": c, **{k: _param_text(c, k, v) for k, v in s.check_params[c].items()}}
+    out["checks"] = [{"name": c, **{k: _param_text(s.protocol, c, k, v)
+                                      for k, v in s.check_params[c].items()}}
                      if s.check_params.get(c) else c for c in s.checks]
     out["expect"] = dict(s.expect)
     if s.seed is not None:

@@ -72,6 +72,7 @@ class AgentContext:
         self.nodes = agent.nodes
         self.storage = agent.storage
         self.rng = agent.core_rng
+        self.keys = agent.keys
 
     def now(self) -> float:
         return time.monotonic() - self._agent.mono0
@@ -134,6 +135,11 @@ class Agent:
         self.lc = last_lc(trace_path)
         self.tracer = TraceWriter(trace_path, self.node, level=spec.get("trace", "all"))
         self.core_cls: type[Core] = get_protocol(spec["protocol"])
+        # ed25519 keys for a core that signs (PBFT): made per lab by the orchestrator.
+        self.keys = None
+        if spec.get("signing"):
+            from nodes.signing import keyring_from_spec  # pynacl: only where a core signs
+            self.keys = keyring_from_spec(self.node, spec["signing"])
         self.types = self.core_cls.message_types
         self.core_timers: dict[str, int] = {}          # timer name -> seq of its live heap entry
         self.heap: list[tuple[float, int, int, Any]] = []

@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 
 from lab.checks.base import RunData, Verdict
 from nodes.protocols.core import Core, build_config
+from nodes.signing import CLIENTS, ClientSigner, Keyring, sim_keys
 from nodes.storage import MemoryStorage
 
 MAX_STEPS = 200_000     # deliveries in one deliver_all / tick before we call it a livelock
@@ -50,6 +51,8 @@ class NodeContext:
     def __init__(self, net: Net, node: str, storage: MemoryStorage, rng: random.Random) -> None:
         self.net, self.node, self.storage, self.rng = net, node, storage, rng
         self.nodes = net.specs
+        self.keys = (Keyring(node, net.secrets[node], net.publics)
+                     if net.core_cls.signs else None)
 
     def now(self) -> float:
         return self.net.now
@@ -88,6 +91,10 @@ class Net(Generic[C]):
         self.net_rng = random.Random(f"{seed}/net")     # jitter (reordering) and loss
         self.now = 0.0
         self.storage = {name: MemoryStorage() for name in self.names}
+        # Signing keys for a core that signs, derived from the seed as the simulator does;
+        # ``client`` signs requests the way the runner's clients do.
+        self.secrets, self.publics = sim_keys(seed, self.names) if core_cls.signs else ({}, {})
+        self.client = ClientSigner(self.secrets[CLIENTS]) if core_cls.signs else None
         self.rngs = {name: random.Random(f"{seed}/{name}") for name in self.names}
         self.cores: dict[str, C | None] = {}
         self.cuts: set[tuple[str, str]] = set()
@@ -249,12 +256,6 @@ class Net(Generic[C]):
         return [r for _, c, r in self.replies if c == client]
 
     # -- observation ---------------------------------------------------------------------
-    def _trace(self, node: str, ev: str, fields: dict[str, Any], tick: bool = True) -> None:
-        if tick:
-            self._lc[node] += 1
-        self.trace.append({"ts": round(self.now, 6), "node": node, "lc": self._lc[node],
-                           "ev": ev, **fields})
-
     def _trace(self, node: str, ev: str, fields: dict[str, Any], tick: bool = True) -> None:
         if tick:
             self._lc[node] += 1

@@ -75,8 +75,10 @@ def random_step(rng: random.Random, at: float, names: list[str]) -> FaultStep:
 def schedule(i: int, *, bugs: tuple[str, ...] = (), kinds: Any = random_step,
              n: int | None = None, duration: float | None = None, steps: tuple[int, int] = (2, 6),
              delay: float = 0.002, jitter: float = 0.001, config: dict[str, Any] | None = None,
-             rate: float = 40.0) -> tuple[Scenario, int]:
-    """Scenario number ``i`` of a sweep, and its run seed."""
+             rate: float = 40.0, protocol: str = "raft",
+             check_names: list[str] | None = None) -> tuple[Scenario, int]:
+    """Scenario number ``i`` of a sweep, and its run seed. ``protocol`` may be any core with
+    Raft's two timing tunables (Multi-Paxos has them too); ``check_names``: its checks."""
     rng = random.Random(f"raft-sweep/{i}/{kinds.__name__}")   # the same with and without bugs
     n = n or rng.choice((3, 3, 5))
     names = [f"n{k}" for k in range(1, n + 1)]
@@ -88,12 +90,12 @@ def schedule(i: int, *, bugs: tuple[str, ...] = (), kinds: Any = random_step,
     if bugs:
         cfg["bugs"] = list(bugs)
     s = Scenario(
-        name=f"raft-sweep-{i}", protocol="raft", nodes=[NodeSpec(x) for x in names],
+        name=f"{protocol}-sweep-{i}", protocol=protocol, nodes=[NodeSpec(x) for x in names],
         config=cfg,
         network=NetworkSpec(LinkParams(delay=delay, jitter=jitter)),
         workload=WorkloadSpec(kind="kv", clients=3, rate=rate, duration=duration, timeout=0.5,
                               params={"keys": 3}),
-        faults=faults, checks=checks(), settle=1.0)
+        faults=faults, checks=check_names if check_names is not None else checks(), settle=1.0)
     return s, rng.randrange(2**31)
 
 

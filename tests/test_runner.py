@@ -211,7 +211,7 @@ def test_a_crashing_checker_is_unknown_and_an_unknown_name_is_bad_input(
         monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(data: RunData) -> Verdict:
         raise RuntimeError("no")
-    monkeypatch.setattr("lab.checks.registry.all_checks", lambda: {"boom": boom})
+    monkeypatch.setattr("lab.checks.registry.all_checks", lambda protocol=None: {"boom": boom})
     data = RunData(scenario={}, trace=[], history=[])
     verdicts, code = run_checks(["boom"], data, {})
     assert verdicts[0].verdict == UNKNOWN and "RuntimeError: no" in verdicts[0].detail and code == 2
@@ -332,3 +332,20 @@ def test_out_must_be_a_new_directory(tmp_path: Path) -> None:
     empty.mkdir()
     assert runner.run_scenario(register_scenario(workload={"duration": 0.1}), "sim", seed=1,
                                out=empty, quiet=True).exit_code == 0
+
+
+def test_check_names_are_scoped_by_protocol() -> None:
+    """Paxos and PBFT each have an `agreement`: a run gets the one of its own protocol."""
+    from lab.checks import paxos, pbft
+    from lab.checks.registry import all_checks
+    assert all_checks("paxos")["agreement"] is paxos.CHECKS["agreement"]
+    assert all_checks("multipaxos")["agreement"] is paxos.CHECKS["agreement"]
+    assert all_checks("pbft")["agreement"] is pbft.CHECKS["agreement"]
+    assert "agreement" not in all_checks("raft") and "election_safety" not in all_checks("pbft")
+    # the generic linearizable serves everyone
+    assert all_checks("raft")["linearizable"] is all_checks("pbft")["linearizable"]
+    # run_checks looks the names up for the run's protocol
+    def detail(protocol: str) -> str:
+        data = RunData(scenario={"protocol": protocol}, trace=[], history=[])
+        return run_checks(["agreement"], data, {})[0][0].detail
+    assert "PBFT" in detail("pbft") and "Paxos" in detail("paxos")

@@ -256,6 +256,16 @@ def test_resolved_scenario_writes_units_as_strings():
     assert d["nodes"][1] == {"name": "n2", "role": "coordinator", "region": "eu", "rack": 3}
 
 
+def test_a_role_is_a_name_or_a_list_and_round_trips():
+    s = load("name: a\nprotocol: register\nnodes:\n  - {name: n1, role: [proposer, acceptor]}\n"
+             "  - {name: n2, role: acceptor}\n  - n3\n")
+    assert s.nodes[0].role == ("proposer", "acceptor") and s.nodes[0].roles == ("proposer", "acceptor")
+    assert s.nodes[1].role == "acceptor" and s.nodes[1].roles == ("acceptor",)
+    assert s.nodes[2].roles == ()
+    assert scenario_to_dict(s)["nodes"][0] == {"name": "n1", "role": ["proposer", "acceptor"]}
+    assert round_trip(s).nodes == s.nodes
+
+
 def test_plain_nodes_are_written_as_a_count():
     s = load("name: a\nprotocol: register\nnodes: [n1, n2, n3]\n")
     assert scenario_to_dict(s)["nodes"] == 3
@@ -413,8 +423,14 @@ TOP_ERRORS = [
     ("name: a\nprotocol: register\nnodes:\n  - n1\n  - 1node\n", 5, "nodes[1]", "node name"),
     ("name: a\nprotocol: register\nnodes:\n  - n1\n  - {role: x}\n", 5, "nodes[1].name",
      "required"),
-    ("name: a\nprotocol: register\nnodes:\n  - {name: n1, role: [x]}\n", 4, "nodes[0].role",
+    ("name: a\nprotocol: register\nnodes:\n  - {name: n1, role: {x: 1}}\n", 4, "nodes[0].role",
      "role name"),
+    ("name: a\nprotocol: register\nnodes:\n  - {name: n1, role: []}\n", 4, "nodes[0].role",
+     "non-empty list"),
+    ("name: a\nprotocol: register\nnodes:\n  - {name: n1, role: [x, 3]}\n", 4, "nodes[0].role[1]",
+     "role name"),
+    ("name: a\nprotocol: register\nnodes:\n  - {name: n1, role: [x, x]}\n", 4, "nodes[0].role[1]",
+     "listed twice"),
     ("name: a\nname: b\nprotocol: register\nnodes: 3\n", 2, "name", "repeated key"),
     ("name: a\nprotocol: register\nnodes: 2\n7: x\n", 4, None, "keys must be names"),
     ("name: a\nprotocol: register\nnodes: 2\nseed: !!python/int 3\n", 4, "seed",

@@ -41,6 +41,7 @@ from lab.errors import BackendError
 from lab.keys import LabKeys, ensure_keys
 from lab.labstate import zlab_home
 from lab.scenario import LinkParams, Scenario
+from lab.signkeys import SigningKeys, ensure_signing_keys, load_signing_keys
 
 READY_TIMEOUT = 20.0      # s for every agent of a lab to answer hello (Python start-up on a busy box)
 CALL_TIMEOUT = 1.0        # s for a status or rule change to be answered
@@ -77,6 +78,7 @@ class AgentBackend(Backend):
         self.fsync = os.environ.get("ZLAB_FSYNC", "1") not in ("0", "false", "no")
         self.names = scenario.node_names
         self.keys: LabKeys | None = None
+        self.sign_keys: SigningKeys | None = None     # for a core that signs (PBFT)
         self.addresses: dict[str, Addresses] = {}
         self.clients: dict[str, AgentClient] = {}
         self.down: set[str] = set()
@@ -149,6 +151,8 @@ class AgentBackend(Backend):
         self.mono0 = time.monotonic()
         try:
             self.keys = ensure_keys(os.path.join(self.state_dir, "keys"))
+            if self._core_signs():
+                self.sign_keys = ensure_signing_keys(self._sign_dir(), self.names)
             self._prepare()
             for n in self.names:
                 self.addresses[n] = self._addresses(n)
@@ -173,9 +177,23 @@ class AgentBackend(Backend):
         if self.ephemeral:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
+    def _core_signs(self) -> bool:
+        from nodes.protocols import get
+        try:
+            return get(self.scenario.protocol).signs
+        except KeyError as e:
+            raise BackendError(str(e.args[0])) from None
+
+    def _sign_dir(self) -> str:
+        return os.path.join(self.state_dir, "keys", "sign")
+
+    def client_signer(self) -> Any:
+        return self.sign_keys.client_signer() if self.sign_keys is not None else None
+
     def spec(self, node: str) -> dict[str, Any]:
         """The agent spec of ``node`` (docs/agent.md), with the fault rules now in force."""
-        return {
+        extra = {"signing": self.sign_keys.spec(node)} if self.sign_keys is not None else {}
+        return {**extra,
             "lab": self.lab,
             "node": node,
             "protocol": self.scenario.protocol,
@@ -199,7 +217,9 @@ class AgentBackend(Backend):
         d = os.path.join(self.state_dir, "specs")
         os.makedirs(d, exist_ok=True)
         path = os.path.join(d, f"{node}.json")
-        with open(path, "w", encoding="utf-8") as f:
+        # 0600: a spec may carry the node's signing key.
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
+                       encoding="utf-8") as f:
             json.dump(self.spec(node), f, indent=1, sort_keys=True)
         return path
 
@@ -472,6 +492,8 @@ class AgentBackend(Backend):
         b.mono0 = time.monotonic() - (time.time() - b.t0)
         from lab.keys import load_keys
         b.keys = load_keys(state["keys_dir"])
+        if b._core_signs():
+            b.sign_keys = load_signing_keys(b._sign_dir(), b.names)
         b.addresses = {n: Addresses(**a) for n, a in state["addresses"].items()}
         b.down = set(state.get("down", []))
         b.paused = set(state.get("paused", []))

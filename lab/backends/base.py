@@ -75,6 +75,11 @@ class Backend(ABC):
         times the op out and records it as ``info``.
         """
 
+    def client_signer(self) -> Any:
+        """The lab's client signing key (a ``nodes.signing.ClientSigner``) when its core signs
+        requests (PBFT), else None."""
+        return None
+
     @abstractmethod
     def status(self, node: str) -> dict[str, Any] | None:
         """The core's ``status()`` of a running node, None if it is down or does not answer."""

@@ -254,6 +254,7 @@ def nonblocking(data: RunData) -> Verdict:
         detail += f"; {n} transaction{'s' if n != 1 else ''} still blocked at the end"
     return Verdict("nonblocking", VIOLATED, detail, out)
 
+PROTOCOLS = ("twopc", "threepc")     # whose checks these are (lab/checks/registry.py)
 CHECKS: dict[str, Checker] = {
     "atomicity": atomicity,
     "conservation": conservation,

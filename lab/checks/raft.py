@@ -193,6 +193,7 @@ def leader_completeness(run: RunData) -> Verdict:
                    {"elections": leaders})
 
 
+PROTOCOLS = ("raft",)     # whose checks these are (lab/checks/registry.py)
 CHECKS: dict[str, Checker] = {
     "election_safety": election_safety,
     "log_matching": log_matching,

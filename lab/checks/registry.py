@@ -1,7 +1,10 @@
 """Every checker by name, and running a scenario's checks against what it expects.
 
-Each checker module keeps its own ``CHECKS`` dict; they are imported lazily
-so that a missing or broken module costs only its own checks.
+Each checker module keeps its own ``CHECKS`` dict (and ``PARAMS`` for checks that take
+parameters); they are imported lazily. A module names the protocols its checks belong
+to in ``PROTOCOLS``; one that does not (``linearizable``) serves every protocol. Check
+names are scoped by protocol: Paxos's ``agreement`` and PBFT's ``agreement`` are two
+checkers, and a scenario gets the one of its own protocol.
 """
 
 from __future__ import annotations
@@ -15,31 +18,42 @@ from lab.checks.base import HOLDS, UNKNOWN, VIOLATED, Checker, Params, RunData, 
 from lab.errors import ConfigError
 from nodes.protocols.core import convert
 
-MODULES = ("lab.checks.raft", "lab.checks.linearizable", "lab.checks.commit", "lab.checks.swim")
+MODULES = ("lab.checks.raft", "lab.checks.linearizable", "lab.checks.commit", "lab.checks.paxos",
+           "lab.checks.pbft", "lab.checks.swim")
 
 EXIT_OK, EXIT_DIFFERS, EXIT_UNKNOWN = 0, 1, 2
 
 
-def all_checks() -> dict[str, Checker]:
-    """Name -> checker, over every checker module."""
-    out: dict[str, Checker] = {}
+def _scoped(attribute: str, protocol: str | None) -> dict[str, Any]:
+    """``attribute`` (CHECKS or PARAMS) of the modules that serve ``protocol``, merged; the
+    protocol's own modules win a name over generic ones. Without a protocol, every module
+    (a listing of names, where two protocols may share one)."""
+    generic: dict[str, Any] = {}
+    own: dict[str, Any] = {}
     for name in MODULES:     # a checker module that fails to import is an error, not a gap
-        out.update(importlib.import_module(name).CHECKS)
-    return out
+        module = importlib.import_module(name)
+        owners = getattr(module, "PROTOCOLS", None)
+        if protocol is not None and owners is not None and protocol not in owners:
+            continue
+        (own if owners is not None else generic).update(getattr(module, attribute, {}))
+    return {**generic, **own}
 
 
-def all_params() -> Params:
-    """Check name -> {parameter: (unit, doc)}, over every checker module."""
-    out: Params = {}
-    for name in MODULES:
-        out.update(getattr(importlib.import_module(name), "PARAMS", {}))
-    return out
+def all_checks(protocol: str | None = None) -> dict[str, Checker]:
+    """Name -> checker for ``protocol`` (every registered name when None)."""
+    return _scoped("CHECKS", protocol)
 
 
-def convert_params(check: str, raw: Mapping[str, Any], declared: Params | None = None) -> dict[str, Any]:
+def all_params(protocol: str | None = None) -> Params:
+    """Check name -> {parameter: (unit, doc)} for ``protocol`` (every module's when None)."""
+    return _scoped("PARAMS", protocol)
+
+
+def convert_params(check: str, raw: Mapping[str, Any], declared: Params | None = None,
+                   protocol: str | None = None) -> dict[str, Any]:
     """A check's parameters as written (``{threshold: 2s}``) in their units; ValueError names the
     parameter that is unknown or wrong (the YAML loader and ``zlab check`` both use this)."""
-    takes = (all_params() if declared is None else declared).get(check, {})
+    takes = (all_params(protocol) if declared is None else declared).get(check, {})
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in takes:
@@ -52,12 +66,13 @@ def convert_params(check: str, raw: Mapping[str, Any], declared: Params | None =
     return out
 
 
-def split_check_items(items: Iterable[Any]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+def split_check_items(items: Iterable[Any], protocol: str | None = None
+                      ) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """A ``checks:`` list as stored in a run directory's scenario.yaml (names, or mappings with
     ``name`` and parameters) -> (names, name -> converted parameters)."""
     names: list[str] = []
     params: dict[str, dict[str, Any]] = {}
-    declared = all_params()
+    declared = all_params(protocol)
     for item in items:
         if isinstance(item, Mapping):
             raw = dict(item)
@@ -85,9 +100,9 @@ def run_checks(names: Iterable[str], data: RunData,
                params: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[list[Verdict], int]:
     """Run each named check (with its ``params``, already converted); return the verdicts and
     the exit code of DESIGN.md: 0 every verdict as expected, 1 one differs, 2 one could not
-    decide (and none differs)."""
+    decide (and none differs). Names are those of the run's protocol (``data.scenario``)."""
     expect = dict(expect or {})
-    known = all_checks()
+    known = all_checks(data.scenario.get("protocol"))
     names = list(names)
     missing = [n for n in names if n not in known]
     if missing:

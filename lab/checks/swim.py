@@ -370,4 +370,5 @@ def accuracy(name: str, swim: SwimRun, window: float) -> Verdict:
                    f"responsive for the {window:.3f}s before it", {"window_s": window, "counts": counts})
 
 
+PROTOCOLS = ("swim",)     # whose checks these are (lab/checks/registry.py)
 CHECKS: dict[str, Checker] = {"completeness": completeness, "accuracy": accuracy}

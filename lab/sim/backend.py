@@ -35,6 +35,7 @@ from lab.scenario import LinkParams, Scenario
 from lab.sim.network import NetworkModel
 from nodes.protocols import get as get_protocol
 from nodes.protocols.core import ConfigValueError, Core, Tunables, build_config
+from nodes.signing import CLIENTS, ClientSigner, Keyring, sim_keys
 from nodes.storage import MemoryStorage
 from nodes.tracelog import core_fields
 
@@ -79,6 +80,7 @@ class SimContext:
         self.storage = slot.storage
         # str seeds are hashed with sha512 by random.Random: the same in every process.
         self.rng = random.Random(f"{sim.seed}/node/{slot.name}/{slot.incarnation}")
+        self.keys = sim._keyring(slot.name)
 
     def now(self) -> float:
         return self._sim._now
@@ -142,6 +144,11 @@ class SimBackend(Backend):
         self._events: list[dict[str, Any]] = []
         self._started = False
         self.counters = {"sent": 0, "delivered": 0, "dropped": 0, "timers": 0, "requests": 0, "replies": 0}
+        # Signing keys derived from the seed (a seed replays exactly), for cores that sign; one
+        # verification cache for all nodes: verifying is pure, so every node would agree.
+        self._secrets, self._publics = (sim_keys(seed, list(self._nodes)) if self._core_cls.signs
+                                        else ({}, {}))
+        self._verified: dict[tuple[str, bytes, bytes], bool] = {}
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -203,6 +210,9 @@ class SimBackend(Backend):
         handle = f"c{self._client_seq}"
         self._push(self._now + self._client_delay, self._arrive_request,
                    (slot, handle, self._encode(op, "client op"), on_result))
+
+    def client_signer(self) -> ClientSigner | None:
+        return ClientSigner(self._secrets[CLIENTS]) if self._secrets else None
 
     def status(self, node: str) -> dict[str, Any] | None:
         slot = self._slot(node)
@@ -288,6 +298,11 @@ class SimBackend(Backend):
             return self._nodes[node]
         except KeyError:
             raise BackendError(f"sim: no node named {node!r} (nodes: {', '.join(self._nodes)})") from None
+
+    def _keyring(self, node: str) -> Keyring | None:
+        if not self._secrets:
+            return None
+        return Keyring(node, self._secrets[node], self._publics, cache=self._verified)
 
     def _boot(self, slot: _Node, msg: str) -> None:
         slot.ctx = SimContext(self, slot)

@@ -12,6 +12,7 @@ from nodes.loader import load
 _WORKLOADS = {
     "kv": "lab.workloads.kv:KvWorkload",
     "transfer": "lab.workloads.transfer:TransferWorkload",
+    "propose": "lab.workloads.propose:ProposeWorkload",
     "membership": "lab.workloads.membership:MembershipWorkload",
 }
 

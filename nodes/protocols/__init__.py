@@ -8,9 +8,12 @@ from nodes.protocols.core import Core
 # name -> "module:Class"; imported lazily so a broken protocol does not break the others.
 _REGISTRY = {
     "register": "nodes.protocols.register:Register",
+    "pbft": "nodes.protocols.pbft:PBFT",
     "raft": "nodes.protocols.raft:Raft",
     "twopc": "nodes.protocols.twopc:TwoPC",
     "threepc": "nodes.protocols.threepc:ThreePC",
+    "paxos": "nodes.protocols.paxos:Paxos",
+    "multipaxos": "nodes.protocols.multipaxos:MultiPaxos",
     "swim": "nodes.protocols.swim:Swim",
 }
 

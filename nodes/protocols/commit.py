@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from nodes.protocols.core import Core, Tunables
+from nodes.protocols.core import Core, Tunables, role_names
 from nodes.protocols.fsm import IllegalTransition, Table, combined_mermaid
 
 COORDINATOR, PARTICIPANT = "coordinator", "participant"
@@ -32,8 +32,8 @@ Deltas = list[list[int]]     # [[account, signed amount], ...] (lists: they cros
 def roles(nodes: Mapping[str, Mapping[str, Any]]) -> tuple[str, list[str]]:
     """(coordinator, participants sorted by name) from the lab's node specs."""
     names = sorted(nodes)
-    coords = [n for n in names if nodes[n].get("role") == COORDINATOR]
-    parts = [n for n in names if nodes[n].get("role") == PARTICIPANT]
+    coords = [n for n in names if COORDINATOR in role_names(nodes[n].get("role"))]
+    parts = [n for n in names if PARTICIPANT in role_names(nodes[n].get("role"))]
     coordinator = coords[0] if coords else names[0]
     if not parts:
         parts = [n for n in names if n != coordinator]

@@ -39,15 +39,23 @@ Contract for the runtime (``lab/sim``, ``nodes/agent.py``):
   ``ok``/``fail``/``info`` as in the history contract. A core that is not the
   one to serve a request answers ``{"type": "fail", "error": "not_leader",
   "leader": <name or None>}`` and the client retries there.
+* A core may declare how a client accepts a result (:meth:`Core.client_rule`,
+  PBFT: f+1 matching replies, requests sent to every replica and signed);
+  the runner's clients follow it, so the core stays a replica.
+* A core that signs (``signs = True``) finds a ``nodes.signing.Keyring`` at
+  ``ctx.keys``; the runtime owns the keys (None for other cores).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from nodes.units import parse_bitrate, parse_duration, parse_percent, parse_rate
+
+if TYPE_CHECKING:
+    from nodes.signing import Keyring
 
 
 class Storage(Protocol):
@@ -79,6 +87,7 @@ class Context(Protocol):
     nodes: Mapping[str, Mapping[str, Any]]  # every node of the lab -> its spec (role, region, ...)
     storage: Storage
     rng: Random
+    keys: Keyring | None              # signing keys, for a core with ``signs = True``
 
     def now(self) -> float: ...       # seconds since the run started (virtual in sim)
     def send(self, dst: str, type: str, body: dict[str, Any]) -> None: ...
@@ -105,6 +114,18 @@ class Tunables:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class ClientRule:
+    """How a client of a core accepts a result, when the default (one answer, ``not_leader``
+    redirects) is not enough: a core of replicas that may lie (PBFT) asks for ``replies``
+    matching answers from distinct nodes."""
+
+    replies: int = 1          # matching results from distinct nodes before one is accepted
+    broadcast: bool = True    # every attempt goes to every node (each answers on its own)
+    sign: bool = False        # requests carry the lab's client signature (nodes/signing.py)
+    retry: float = 0.5        # s between attempts while no result is accepted
+
+
 class Core:
     """Base class of protocol cores. Subclasses set the class attributes."""
 
@@ -118,6 +139,10 @@ class Core:
     #: further checks that mean something for this protocol (a scenario may name them);
     #: the loader refuses any other check, so one cannot pass vacuously on the wrong protocol
     optional_checks: ClassVar[tuple[str, ...]] = ()
+    #: Byzantine behaviours a node may be given in YAML (`byzantine: [name, ...]`) -> what it does
+    behaviours: ClassVar[Mapping[str, str]] = {}
+    #: whether the core needs ``ctx.keys`` (ed25519 signing keys made by the runtime)
+    signs: ClassVar[bool] = False
 
     def __init__(self, ctx: Context, config: Tunables) -> None:
         self.ctx = ctx
@@ -144,9 +169,24 @@ class Core:
         return bug in self.config.bugs
 
     @classmethod
+    def client_rule(cls, config: Tunables, nodes: list[str]) -> ClientRule | None:
+        """How clients accept a result from a lab of ``nodes`` running this core with ``config``;
+        None: the default (send to one node, take its answer, follow ``not_leader``)."""
+        return None
+
+    @classmethod
     def applicable_checks(cls) -> tuple[str, ...]:
         """Every check a scenario of this protocol may name: the defaults, then the optional ones."""
         return (*cls.default_checks, *(c for c in cls.optional_checks if c not in cls.default_checks))
+
+
+def role_names(role: Any) -> tuple[str, ...]:
+    """A node spec's ``role`` as a tuple of names: YAML gives one name, a list of them, or none."""
+    if role is None:
+        return ()
+    if isinstance(role, str):
+        return (role,)
+    return tuple(r for r in role if isinstance(r, str))
 
 
 class ConfigValueError(ValueError):
@@ -156,6 +196,17 @@ class ConfigValueError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+def check_timing(election_timeout: tuple[float, float], heartbeat: float) -> None:
+    """A leader-based core's two timers (Raft's, Multi-Paxos's): an election timeout above 0
+    and a heartbeat below its low end. Raises :class:`ConfigValueError`."""
+    lo = election_timeout[0]
+    if lo <= 0:
+        raise ConfigValueError("election_timeout", f"must be above 0, got {lo}s")
+    if not 0 < heartbeat < lo:
+        raise ConfigValueError("heartbeat", f"must be above 0 and below the election timeout's "
+                               f"low end ({lo}s), got {heartbeat}s")
 
 
 def convert(unit: str, value: Any) -> Any:

@@ -15,10 +15,17 @@ again, perhaps to a new leader) is answered from that table instead of being
 applied twice. The table keeps the newest ``DEDUP_WINDOW`` results of each
 client; a retry older than that is answered ``info`` (it may have happened),
 never applied again.
+
+The command codec (:func:`encode_command`, :func:`decode_command`) is how an op
+enters a replicated log (Raft's, Multi-Paxos's): canonical JSON of its
+``CMD_FIELDS``, encoded once by the leader and then stored, sent and hashed as is.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any
 
 OPS = frozenset({"read", "write", "cas", "delete"})
@@ -53,6 +60,75 @@ def dedup_key(op: dict[str, Any]) -> tuple[str, int] | None:
     return None
 
 
+# -- the command codec: how an op enters a replicated log ---------------------------------
+
+CMD_FIELDS = ("f", "key", "value", "client", "seq")   # what of a client op enters the log
+_CMD_KEYS = tuple((k, f'"{k}":') for k in sorted(CMD_FIELDS))   # the canonical key order
+_encode_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr).encode
+_scan_json = json.JSONDecoder().scan_once    # json.loads without its per-call set-up
+def encode_command(op: dict[str, Any]) -> str:
+    """The canonical form of a client op as it enters the log: JSON, sorted keys, no spaces.
+
+    The leader encodes once; the string travels, is stored and is hashed as is,
+    so every node hashes the very same bytes and storage copies a flat string.
+    """
+    flat = encode_flat(op)
+    return flat[0] if flat is not None else _encode_json({k: op[k] for k in CMD_FIELDS if k in op})
+
+
+def encode_flat(op: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """What :func:`encode_command` gives for an op whose fields are all strings, ints or null
+    (the common case, on the path of every write), written out by hand, with the command as
+    a dict (what :func:`decode_command` makes of it: such values come back from JSON as they went in);
+    None for any other op."""
+    parts = []
+    cmd = {}
+    for key, head in _CMD_KEYS:
+        if key in op:
+            v = cmd[key] = op[key]
+            t = type(v)
+            if t is str:
+                parts.append(head + _json_str(v))
+            elif t is int:
+                parts.append(head + int.__repr__(v))
+            elif v is None:
+                parts.append(head + "null")
+            else:
+                return None
+    return "{" + ",".join(parts) + "}", cmd
+
+
+def decode_command(encoded: str) -> dict[str, Any] | None:
+    """A logged command back as a dict; None if it is not a valid op (every node agrees)."""
+    try:
+        # Canonical JSON has no surrounding whitespace: then this is exactly json.loads.
+        op, end = _scan_json(encoded, 0)
+        if end != len(encoded):
+            raise ValueError
+    except Exception:  # noqa: BLE001 -- anything unusual takes json.loads' own path
+        try:
+            op = json.loads(encoded)
+        except ValueError:
+            return None
+    return op if validate(op) is None else None
+
+
+def command_hash(command: str | None) -> str:
+    """A short digest of an encoded command (a no-op is ``None``): how traces name a command
+    without carrying it (blake2b, 8 bytes, hex, of the canonical JSON; ``null`` for a no-op)."""
+    return hashlib.blake2b(("null" if command is None else command).encode(), digest_size=8).hexdigest()
+
+
+def answer_now(state: KV, op: Any) -> dict[str, Any] | None:
+    """What a leader answers a client op without logging it: a failure for an op that cannot
+    be applied, or the remembered result of a retry already applied; None when the op must
+    go through the log."""
+    error = validate(op)
+    if error is not None:
+        return {"type": "fail", "error": error}
+    return state.answered(op)
+
+
 class KV:
     """Keys to values plus the per-client table of answered requests."""
 
@@ -60,6 +136,22 @@ class KV:
         self.data: dict[Any, Any] = {}
         self.sessions: dict[str, dict[int, dict[str, Any]]] = {}   # client -> seq -> result
         self.floor: dict[str, int] = {}       # client -> seqs below this were pruned from its table
+
+    def dump(self) -> dict[str, Any]:
+        """The whole state as plain lists (msgpack, JSON and string-keyed maps carry it): a
+        snapshot, for a replicated log that garbage-collects its prefix."""
+        return {"data": [[k, v] for k, v in self.data.items()],
+                "sessions": [[c, [[seq, r] for seq, r in t.items()]] for c, t in self.sessions.items()],
+                "floor": [[c, f] for c, f in self.floor.items()]}
+
+    @classmethod
+    def load(cls, state: dict[str, Any]) -> KV:
+        """The inverse of :meth:`dump`."""
+        out = cls()
+        out.data = {k: v for k, v in state["data"]}
+        out.sessions = {c: {seq: r for seq, r in t} for c, t in state["sessions"]}
+        out.floor = {c: f for c, f in state["floor"]}
+        return out
 
     def answered(self, op: dict[str, Any]) -> dict[str, Any] | None:
         """The remembered result of a retried op, or None if it was never applied."""

@@ -39,13 +39,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Callable
-from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any
 
 from nodes.protocols import kv
-from nodes.protocols.core import ConfigValueError, Context, Core, Tunables
+from nodes.protocols.core import ConfigValueError, Context, Core, Tunables, check_timing
+
+# The command codec lives with the state machine (kv.py); these names are Raft's since before.
+from nodes.protocols.kv import CMD_FIELDS, encode_command  # noqa: F401
+from nodes.protocols.kv import decode_command as _decode
+from nodes.protocols.kv import encode_flat as _encode_flat
 
 FOLLOWER, PRE_CANDIDATE, CANDIDATE, LEADER = "follower", "pre_candidate", "candidate", "leader"
 
@@ -57,61 +60,9 @@ MSG_APP_RESP = "append_entries_resp"
 HARD = "hard"          # storage key of {"term", "vote", "commit"}
 LOG = "log"            # storage log of [term, command] entries, index 1 first
 MAX_INFLIGHT = 2       # appends with entries in flight per follower; more requests wait and batch
-CMD_FIELDS = ("f", "key", "value", "client", "seq")   # what of a client op enters the log
-
-_CMD_KEYS = tuple((k, f'"{k}":') for k in sorted(CMD_FIELDS))   # the canonical key order
-_encode_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr).encode
-_scan_json = json.JSONDecoder().scan_once    # json.loads without its per-call set-up
 
 TIMER_ELECTION, TIMER_HEARTBEAT, TIMER_QUORUM = "election", "heartbeat", "quorum"
 TIMER_VOTE_RETRY = "vote_retry"    # a candidate asks again, every heartbeat, whoever has not answered
-
-
-def encode_command(op: dict[str, Any]) -> str:
-    """The canonical form of a client op as it enters the log: JSON, sorted keys, no spaces.
-
-    The leader encodes once; the string travels, is stored and is hashed as is,
-    so every node hashes the very same bytes and storage copies a flat string.
-    """
-    flat = _encode_flat(op)
-    return flat[0] if flat is not None else _encode_json({k: op[k] for k in CMD_FIELDS if k in op})
-
-
-def _encode_flat(op: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """What :func:`encode_command` gives for an op whose fields are all strings, ints or null
-    (the common case, on the path of every write), written out by hand, with the command as
-    a dict (what :func:`_decode` makes of it: such values come back from JSON as they went in);
-    None for any other op."""
-    parts = []
-    cmd = {}
-    for key, head in _CMD_KEYS:
-        if key in op:
-            v = cmd[key] = op[key]
-            t = type(v)
-            if t is str:
-                parts.append(head + _json_str(v))
-            elif t is int:
-                parts.append(head + int.__repr__(v))
-            elif v is None:
-                parts.append(head + "null")
-            else:
-                return None
-    return "{" + ",".join(parts) + "}", cmd
-
-
-def _decode(encoded: str) -> dict[str, Any] | None:
-    """A logged command back as a dict; None if it is not a valid op (every node agrees)."""
-    try:
-        # Canonical JSON has no surrounding whitespace: then this is exactly json.loads.
-        op, end = _scan_json(encoded, 0)
-        if end != len(encoded):
-            raise ValueError
-    except Exception:  # noqa: BLE001 -- anything unusual takes json.loads' own path
-        try:
-            op = json.loads(encoded)
-        except ValueError:
-            return None
-    return op if kv.validate(op) is None else None
 
 
 def chain_hash(prev: str, term: int, command: str | None) -> str:
@@ -161,12 +112,7 @@ class RaftConfig(Tunables):
     )
 
     def __post_init__(self) -> None:
-        lo, hi = self.election_timeout
-        if lo <= 0:
-            raise ConfigValueError("election_timeout", f"must be above 0, got {lo}s")
-        if not 0 < self.heartbeat < lo:
-            raise ConfigValueError("heartbeat", f"must be above 0 and below the election timeout's "
-                                   f"low end ({lo}s), got {self.heartbeat}s")
+        check_timing(self.election_timeout, self.heartbeat)
         if self.max_append_entries < 1:
             raise ConfigValueError("max_append_entries", "must be at least 1")
 
@@ -453,13 +399,9 @@ class Raft(Core):
         if self.role != LEADER:
             self.ctx.reply(client, {"type": "fail", "error": "not_leader", "leader": self.leader})
             return
-        error = kv.validate(op)
-        if error is not None:
-            self.ctx.reply(client, {"type": "fail", "error": error})
-            return
-        done = self.kv.answered(op)
-        if done is not None:        # a retry of an op already applied (and so committed)
-            self.ctx.reply(client, done)
+        now = kv.answer_now(self.kv, op)
+        if now is not None:         # invalid, or a retry of an op already applied
+            self.ctx.reply(client, now)
             return
         flat = _encode_flat(op)
         if flat is None:
