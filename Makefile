@@ -52,7 +52,7 @@ bench: setup
 	$(BIN)/python -m bench
 
 lint: setup
-	$(BIN)/ruff check lab nodes tests bench
+	$(BIN)/ruff check lab nodes tests bench examples zlab
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache .hypothesis

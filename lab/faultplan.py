@@ -19,7 +19,7 @@ from typing import Any
 from lab.backends.base import Backend, Cut
 from lab.errors import ConfigError
 from lab.scenario import FaultStep, LinkParams, Scenario
-from lab.targets import TargetResolver, partition_cuts
+from lab.targets import REST, TargetResolver, partition_cuts
 from nodes.units import parse_bitrate, parse_duration, parse_percent
 
 NODE_FAULTS = {"crash": "restart", "pause": "resume", "restart": None, "resume": None}
@@ -119,9 +119,11 @@ class FaultPlan:
         elif step.action in LINK_FAULTS and sid in self._link_steps:
             self._reset_links(step.action, self._link_steps.pop(sid))
 
-    def revert_all(self) -> None:
-        """Heal cuts, reset links, resume paused and restart crashed nodes; then ignore
-        anything still scheduled (a ``for:`` running past the workload's end)."""
+    def revert_all(self, close: bool = True) -> bool:
+        """Heal cuts, reset links, resume paused and restart crashed nodes; whether any fault
+        was in force. With ``close``, then ignore anything still scheduled (a ``for:`` running
+        past the workload's end); without, the plan takes further faults (a Lab's final reads)."""
+        was = bool(self.cuts or self.links or self.paused or self.crashed)
         if self.cuts:
             cuts = self._all_cuts()
             self.cuts.clear()
@@ -132,7 +134,8 @@ class FaultPlan:
         self._resume(sorted(self.paused))
         self._restart(sorted(self.crashed))
         self._link_steps.clear()
-        self.closed = True
+        self.closed = close
+        return was
 
     # -- the kinds of fault ---------------------------------------------------------
     def _apply_partition(self, sid: int, step: FaultStep) -> None:
@@ -244,8 +247,15 @@ class FaultPlan:
             hit = set(self.targets.resolve(args.get("nodes", args.get("target")), line=step.line))
             pairs = {(a, b) for a in names for b in names if a != b and (a in hit or b in hit)}
         else:
-            srcs = self.targets.resolve(args.get("from", "all"), line=step.line)
-            dsts = self.targets.resolve(args.get("to", "all"), line=step.line)
+            src_spec, dst_spec = args.get("from", "all"), args.get("to", "all")
+            if src_spec == REST and dst_spec == REST:
+                raise ConfigError("from and to cannot both be rest", path=self.scenario.source,
+                                  line=step.line)
+            srcs = [] if src_spec == REST else self.targets.resolve(src_spec, line=step.line)
+            dsts = self.targets.resolve(dst_spec, line=step.line) if dst_spec != REST \
+                else self.targets.rest(srcs)
+            if src_spec == REST:
+                srcs = self.targets.rest(dsts)
             pairs = {(a, b) for a in srcs for b in dsts if a != b}
             if not oneway:
                 pairs |= {(b, a) for a, b in pairs}

@@ -5,13 +5,18 @@ Gives a test a running lab in one line, on any runtime::
     @pytest.mark.docker
     def test_leader_survives(zlab_lab):
         lab = zlab_lab("topologies/raft-5.yaml", backend="docker")
-        ...                                      # a started Backend; torn down after the test
+        lab.put("x", 1)                          # a zlab.Lab (docs/lab.md); stopped after the test
+        lab.assert_safe()
 
-* ``zlab_lab(topology, backend="docker", seed=1, **backend_kwargs)``: a
-  factory; ``topology`` is a YAML path or a ``Scenario``. Each lab's name
-  (and so its containers, network and labels) is unique per xdist worker:
-  ``<scenario>-<worker>-<random>``. Every lab it made is stopped after the
-  test, pass or fail.
+* ``zlab_lab(topology, backend="local", seed=None, **kwargs)``: a factory of
+  started :class:`zlab.Lab` objects; ``topology`` is a YAML path, YAML text or
+  a ``Scenario``; other keywords go to ``Lab`` (``config=``, ``timeout=``,
+  ``results=``, ...). Each lab's name (and so its containers, network and
+  labels) is unique per xdist worker: ``<scenario>-<worker>-<random>``. Every
+  lab it made is stopped after the test, pass or fail. Run directories that
+  ``assert_safe`` writes go to ``--zlab-results`` (default ``results/``).
+* ``zlab_backend``: the same for a bare started backend (the runtime's own
+  interface, lab/backends/base.py), for tests of the runtimes themselves.
 * ``zlab_image`` (session): the node image's tag, built once when missing.
 * the ``docker`` marker: such a test is skipped, with the reason, when no
   Docker engine answers -- and fails instead when ``ZLAB_REQUIRE_DOCKER=1``
@@ -22,7 +27,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -53,6 +57,12 @@ def require_docker() -> None:
     pytest.skip(f"docker: {reason}")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--zlab-results", default=None, metavar="DIR",
+                     help="where zlab_lab's labs write run directories of failed checks "
+                          "(default: results/)")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "docker: tests that need a Docker engine")
 
@@ -62,14 +72,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         require_docker()
 
 
-def worker_id() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
-
-
 def unique_lab_name(base: str) -> str:
     """``<base>-<xdist worker>-<random>``: never the same for two tests, workers or sessions."""
-    from lab.backends.docker import docker_name
-    return docker_name(f"{base[:24]}-{worker_id()}-{uuid.uuid4().hex[:6]}")
+    from lab.facade import unique_lab_name as name
+    return name(base)
 
 
 @pytest.fixture(scope="session")
@@ -86,38 +92,71 @@ def zlab_image() -> str:
 @pytest.fixture
 def zlab_lab(request: pytest.FixtureRequest, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
              ) -> Iterator[Callable[..., Any]]:
-    """A factory of started labs, each torn down after the test."""
-    from lab.backends import backend_class
-    from lab.scenario import Scenario
-    from lab.topology import load_scenario
+    """A factory of started :class:`zlab.Lab` objects, each stopped after the test."""
+    from lab.facade import Lab
 
     monkeypatch.setenv("ZLAB_HOME", str(tmp_path / "zlab-home"))
-    made: list[Any] = []
+    results = request.config.getoption("--zlab-results")
+    made: list[Lab] = []
 
-    def make(topology: str | Scenario, backend: str = "docker", seed: int = 1, **kwargs: Any) -> Any:
-        scenario = topology if isinstance(topology, Scenario) else load_scenario(str(topology))
+    def make(topology: Any, backend: str = "local", seed: int | None = None, **kwargs: Any) -> Lab:
         if backend == "docker":
             require_docker()
             kwargs.setdefault("image", request.getfixturevalue("zlab_image"))
-        cls = backend_class(backend)
-        name = unique_lab_name(scenario.name)
-        if "lab" in inspect.signature(cls).parameters:     # the simulator has no lab name
-            kwargs.setdefault("lab", name)
-        workdir = tmp_path / kwargs.get("lab", name)
-        workdir.mkdir(parents=True, exist_ok=True)
-        lab = cls(scenario, seed, str(workdir), **kwargs)
+        if results is not None:
+            kwargs.setdefault("results", results)
+        lab = Lab(topology, backend, seed, workdir=_workdir(tmp_path, len(made)), **kwargs)
         made.append(lab)
-        lab.start()
-        return lab
+        return lab.start()
 
     try:
         yield make
     finally:
-        errors = []
-        for lab in reversed(made):
-            try:
-                lab.stop()
-            except Exception as e:  # noqa: BLE001 -- stop the others, then report
-                errors.append(e)
-        if errors:
-            raise errors[0]
+        _stop_all(made)
+
+
+@pytest.fixture
+def zlab_backend(request: pytest.FixtureRequest, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+                 ) -> Iterator[Callable[..., Any]]:
+    """A factory of started bare backends (lab/backends/base.py), each stopped after the test."""
+    from lab.backends import backend_class
+    from lab.facade import load_topology
+
+    monkeypatch.setenv("ZLAB_HOME", str(tmp_path / "zlab-home"))
+    made: list[Any] = []
+
+    def make(topology: Any, backend: str = "docker", seed: int = 1, **kwargs: Any) -> Any:
+        scenario = load_topology(topology)
+        if backend == "docker":
+            require_docker()
+            kwargs.setdefault("image", request.getfixturevalue("zlab_image"))
+        cls = backend_class(backend)
+        if "lab" in inspect.signature(cls).parameters:     # the simulator has no lab name
+            kwargs.setdefault("lab", unique_lab_name(scenario.name))
+        b = cls(scenario, seed, _workdir(tmp_path, len(made)), **kwargs)
+        made.append(b)
+        b.start()
+        return b
+
+    try:
+        yield make
+    finally:
+        _stop_all(made)
+
+
+def _workdir(tmp_path: Any, n: int) -> str:
+    path = tmp_path / f"lab{n}"
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def _stop_all(made: list[Any]) -> None:
+    """Stop every lab, the last made first; then raise the first error, if any."""
+    errors = []
+    for lab in reversed(made):
+        try:
+            lab.stop()
+        except Exception as e:  # noqa: BLE001 -- stop the others, then report
+            errors.append(e)
+    if errors:
+        raise errors[0]

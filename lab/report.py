@@ -38,9 +38,10 @@ RESULTS = "results"
 
 
 def make_run_dir(name: str, out: str | os.PathLike[str] | None = None,
-                 now: _dt.datetime | None = None) -> Path:
-    """``out`` as given, or a fresh ``results/<name>-<UTC timestamp>`` with ``results/latest``
-    (a relative link, so the tree can be moved) pointing at it."""
+                 now: _dt.datetime | None = None,
+                 root: str | os.PathLike[str] = RESULTS) -> Path:
+    """``out`` as given, or a fresh ``<root>/<name>-<UTC timestamp>`` (root: ``results``) with
+    ``<root>/latest`` (a relative link, so the tree can be moved) pointing at it."""
     if out is not None:
         path = Path(out)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -51,8 +52,8 @@ def make_run_dir(name: str, out: str | os.PathLike[str] | None = None,
         path.mkdir(parents=True, exist_ok=True)
         return path
     stamp = (now or _dt.datetime.now(_dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
-    root = Path(RESULTS)
-    root.mkdir(exist_ok=True)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
     base = f"{_safe(name)}-{stamp}"
     path = root / base
     for n in range(2, 1000):   # two runs in one second: a suffix, never a shared directory
@@ -219,6 +220,8 @@ def write_views(run_dir: Path, trace: Sequence[dict[str, Any]],
 
 
 def replay_command(result: RunResult) -> str:
+    if result.replay:
+        return result.replay
     src = result.scenario.source or str(result.run_dir / "scenario.yaml")
     return f"zlab run {src} --backend {result.backend} --seed {result.seed}"
 

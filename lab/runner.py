@@ -44,6 +44,7 @@ from lab.workloads.registry import workload_for
 RETRY_HINTED = 0.002
 RETRY_UNKNOWN = 0.05
 MAX_ATTEMPTS = 200          # per operation: bounded even if the nodes redirect in a loop
+UNAVAILABLE = "unavailable"  # the error of an op every node it tried refused (no leader to take it)
 FINAL_ATTEMPTS = 3          # tries of each final read before its last outcome stands
 # A closed-loop client never issues two ops at one instant: with a zero-latency runtime
 # that would let a client spin without virtual time moving.
@@ -153,13 +154,14 @@ class Clients:
 
     # -- one operation -------------------------------------------------------------------------
     def invoke(self, slot: _Slot, op: dict[str, Any], *, node: str | None = None,
-               on_done: Callable[[dict[str, Any]], None] | None = None) -> _Op:
+               on_done: Callable[[dict[str, Any]], None] | None = None,
+               timeout: float | None = None) -> _Op:
         now = self.backend.now()
         self._seq += 1
         slot.busy = True
         slot.last_invoke = now
-        state = _Op(slot, dict(op), client_name(slot.process), self._seq, now, now + self.timeout,
-                    on_done=on_done)
+        deadline = now + (self.timeout if timeout is None else timeout)
+        state = _Op(slot, dict(op), client_name(slot.process), self._seq, now, deadline, on_done=on_done)
         self.history.invoke(slot.process, op["f"], op.get("key"), op.get("value"), now)
         self.counts["invoked"] += 1
         self.backend.call_at(state.deadline, lambda: self._timeout(state))
@@ -217,7 +219,11 @@ class Clients:
             delay = RETRY_HINTED if hint else RETRY_UNKNOWN
             now = self.backend.now()
             if state.attempt >= MAX_ATTEMPTS or now + delay >= state.deadline:
-                return          # the timeout will record it as info
+                # Every attempt was answered, each time "not me": no node took the op, so it
+                # definitely did not happen (one attempt is in flight at a time).
+                self._finish(state, FAIL, state.op.get("value"),
+                             {"type": FAIL, "error": UNAVAILABLE, "leader": hint})
+                return
             target = hint or self._random_node(avoid=node)
             self.backend.call_at(now + delay, lambda: None if state.done else self._send(state, target))
             return
@@ -262,6 +268,24 @@ class Clients:
         else:
             self._after(slot)
 
+    # -- one operation at a time ------------------------------------------------------------------
+    def client(self) -> _Slot:
+        """A fresh client process for operations made one after the other with :meth:`call`."""
+        return _Slot(process=self.history.fresh_process(), leader=self.leader)
+
+    def call(self, slot: _Slot, op: dict[str, Any], *, node: str | None = None,
+             timeout: float | None = None) -> dict[str, Any]:
+        """Invoke ``op`` as ``slot`` and run the backend until its outcome is recorded; the
+        answer (``{"type": "info", "error": "timeout"}`` when none came in time). Blocks for
+        at most the op's timeout: in virtual time on the simulator, real time elsewhere."""
+        box: list[dict[str, Any]] = []
+        state = self.invoke(slot, op, node=node, on_done=box.append, timeout=timeout)
+        # The op's own timeout callback ends it; the margin only covers that callback's turn.
+        self.backend.wait_for(lambda: bool(box), state.deadline - self.backend.now() + 0.001)
+        if not box:
+            self._timeout(state)
+        return box[0]
+
     # -- final reads --------------------------------------------------------------------------
     def run_final(self, ops: list[tuple[str | None, dict[str, Any]]]) -> list[dict[str, Any]]:
         """Jepsen's final reads: the workload's final ops, one after the other once the faults
@@ -270,15 +294,11 @@ class Clients:
         that does not come back ``ok`` is tried again, up to ``FINAL_ATTEMPTS`` times; every
         attempt is in the history. Returns the last answer to each op."""
         results: list[dict[str, Any]] = []
-        slot = _Slot(process=self.history.fresh_process(), leader=self.leader)
+        slot = self.client()
         for node, op in ops:
             res: dict[str, Any] = {"type": INFO, "error": "timeout"}
             for _ in range(FINAL_ATTEMPTS):
-                box: list[dict[str, Any]] = []
-                self.invoke(slot, op, node=node, on_done=box.append)
-                # Bounded: the op's own timeout ends it.
-                self.backend.run_until(self.backend.now() + self.timeout + 0.001, stop=box.__len__)
-                res = box[0] if box else {"type": INFO, "error": "timeout"}
+                res = self.call(slot, op, node=node)
                 if res.get("type") == OK:
                     break
             results.append(res)
@@ -363,25 +383,35 @@ def run_scenario(scenario: Scenario, backend_kind: str = "sim", seed: int | None
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     resolved = report.resolved_scenario(scenario, seed, backend_kind)
-    if write:
+    if write:   # the evidence first: a checker that hangs or crashes still leaves it
         report.write_data(run_dir, resolved, trace, history.events, final, logs)
-    data = RunData(scenario=resolved, trace=trace, history=history.events, final=final,
-                   time_limit=time_limit)
-    verdicts, code = run_checks(
-        check_names(scenario.checks, scenario.expect, scenario.protocol), data, scenario.expect,
-        scenario.check_params)
-    stats = report.run_stats(trace, history.events, clients.counts)
-    figures = metrics.generic(trace, history.events, scenario.node_names, duration)
-    if workload is not None:
-        figures.update(workload.metrics(trace, history.events, final))
-    result = RunResult(scenario, backend_kind, seed, run_dir, verdicts, code, stats, resolved,
-                       trace, history.events, final, notes, figures)
+    result = judge(scenario, backend_kind, seed, run_dir, resolved, trace, history.events, final,
+                   counts=clients.counts, notes=notes, duration=duration,
+                   workloads=[workload] if workload is not None else [], time_limit=time_limit)
     if write:
-        report.write_metrics(run_dir, figures)
+        report.write_metrics(run_dir, result.metrics)
         report.write_report(result)
     if not quiet:
         print(report.summary(result), flush=True)
     return result
+
+
+def judge(scenario: Scenario, backend_kind: str, seed: int, run_dir: Path,
+          resolved: dict[str, Any], trace: list[dict[str, Any]], history: list[dict[str, Any]],
+          final: dict[str, Any], *, counts: dict[str, int], notes: list[str], duration: float,
+          workloads: list[Workload], time_limit: float = 30.0) -> RunResult:
+    """The scenario's checks, figures and metrics over what a run recorded (nothing written)."""
+    data = RunData(scenario=resolved, trace=trace, history=history, final=final,
+                   time_limit=time_limit)
+    verdicts, code = run_checks(
+        check_names(scenario.checks, scenario.expect, scenario.protocol), data, scenario.expect,
+        scenario.check_params)
+    stats = report.run_stats(trace, history, counts)
+    figures = metrics.generic(trace, history, scenario.node_names, duration)
+    for workload in workloads:
+        figures.update(workload.metrics(trace, history, final))
+    return RunResult(scenario, backend_kind, seed, run_dir, verdicts, code, stats, resolved,
+                     trace, history, final, notes, figures)
 
 
 def merge_trace(backend_events: list[dict[str, Any]],

@@ -25,3 +25,4 @@ class RunResult:
     final: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    replay: str | None = None       # how to run it again, when not `zlab run` (a Lab's test)

@@ -17,6 +17,8 @@ Target specs (a string, or a list of them, whose results are united):
 ``crashed``     the nodes this plan crashed and has not restarted
 ``paused``      the nodes this plan paused and has not resumed
 ``all``         every node
+``rest``        the nodes the step's other targets leave out: a partition group
+                (``partition: [leader, rest]``) or a link fault's ``from``/``to``
 
 ``minority`` and ``majority`` are drawn once per fault step, so that
 ``partition: [minority, majority]`` splits the cluster cleanly, and the
@@ -34,8 +36,11 @@ from lab.backends.base import Backend
 from lab.errors import ConfigError
 from lab.scenario import Scenario
 
+REST = "rest"
 SYMBOLS = ("leader", "primary", "coordinator", "random", "minority", "majority",
-           "crashed", "paused", "all")
+           "crashed", "paused", "all", REST)
+REST_USE = ("rest means the nodes the step's other targets leave out: use it as a partition "
+            "group or as a link fault's from or to")
 
 
 class TargetResolver:
@@ -131,6 +136,8 @@ class TargetResolver:
             return sorted(self.crashed)
         if spec == "paused":
             return sorted(self.paused)
+        if spec == REST:
+            raise ConfigError(REST_USE, path=self.scenario.source, line=line)
         raise ConfigError(f"unknown fault target {spec!r} (nodes: {', '.join(self.names)}; "
                           f"symbols: {', '.join(SYMBOLS)})", path=self.scenario.source, line=line)
 
@@ -139,16 +146,25 @@ class TargetResolver:
         (``n1``, ``leader``, ``minority``) or a list of them. A single group -- or a bare
         spec, ``partition: leader`` -- is set against the rest of the nodes."""
         if isinstance(args, str):
-            groups = [self.resolve(args, line=line)]
-        elif isinstance(args, (list, tuple)) and args:
-            groups = [self.resolve(g, line=line) for g in args]
-        else:
+            args = [args]
+        if not isinstance(args, (list, tuple)) or not args:
             raise ConfigError(f"partition wants a list of groups, got {args!r}",
                               path=self.scenario.source, line=line)
-        if len(groups) == 1:
-            inside = set(groups[0])
-            groups.append([n for n in self.names if n not in inside])
+        if list(args).count(REST) > 1:
+            raise ConfigError("a partition has at most one rest group", path=self.scenario.source,
+                              line=line)
+        groups = [[] if g == REST else self.resolve(g, line=line) for g in args]
+        if REST not in args and len(groups) == 1:
+            args, groups = [*args, REST], [*groups, []]
+        if REST in args:
+            named = {n for g in groups for n in g}
+            groups[list(args).index(REST)] = self.rest(named)
         return groups
+
+    def rest(self, named: Iterable[str]) -> list[str]:
+        """Every node not in ``named``, in scenario order."""
+        taken = set(named)
+        return [n for n in self.names if n not in taken]
 
 
 def _opt(name: str | None) -> list[str]:

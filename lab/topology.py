@@ -16,7 +16,7 @@ import dataclasses
 import difflib
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ from lab.scenario import (
     Scenario,
     WorkloadSpec,
 )
+from lab.targets import REST as TARGET_REST
+from lab.targets import REST_USE
 from lab.targets import SYMBOLS as TARGET_SYMBOLS
 from nodes import protocols
 from nodes.protocols.core import ConfigValueError, build_config
@@ -240,6 +242,19 @@ def load_scenario_text(text: str, path: str = "<string>",
     if root is None:
         raise ConfigError("the file is empty", path=path)
     return _Loader(_Y(root, "", _Doc(path)), known_checks).scenario()
+
+
+def parse_fault(step: Mapping[str, Any], scenario: Scenario, where: str = "fault") -> FaultStep:
+    """One ``faults:`` item given as data (``{"at": "0s", "crash": "leader"}``), checked exactly
+    as the YAML loader checks it, against ``scenario``'s nodes; ConfigError names ``where``."""
+    text = yaml.safe_dump(dict(step), default_flow_style=True)
+    loader = _Loader(_Y(yaml.compose(text, Loader=yaml.SafeLoader), "", _Doc(where)), None)
+    loader.names = scenario.node_names
+    loader.protocol_name = scenario.protocol
+    try:
+        return dataclasses.replace(loader.fault(loader.root), line=None)
+    except ConfigError as e:      # the text is ours: its line means nothing to the caller
+        raise ConfigError(e.message, path=where, field=e.field) from None
 
 
 class _Loader:
@@ -482,8 +497,9 @@ class _Loader:
         return FaultStep(at=at, action=action, args=args, oneway=oneway, duration=duration,
                          line=y.line)
 
-    def target(self, y: _Y, *, allow_list: bool = True) -> str | list[str]:
-        """A node name, a symbol (leader, minority, ...) or a list of them; kept as written."""
+    def target(self, y: _Y, *, allow_list: bool = True, rest: bool = False) -> str | list[str]:
+        """A node name, a symbol (leader, minority, ...) or a list of them; kept as written.
+        ``rest`` only where the step has other targets to leave out (``rest=True``)."""
         if y.is_seq() and allow_list:
             items = y.seq()
             if not items:
@@ -493,6 +509,8 @@ class _Loader:
         if name not in self.names and name not in TARGET_SYMBOLS:
             raise y.error(f"no node or target named {name!r} (nodes: {', '.join(self.names)}; "
                           f"targets: {', '.join(TARGET_SYMBOLS)})")
+        if name == TARGET_REST and not rest:
+            raise y.error(REST_USE)
         return name
 
     def partition(self, y: _Y) -> str | list[str | list[str]]:
@@ -501,7 +519,10 @@ class _Loader:
         groups = y.seq("list of groups")
         if not groups:
             raise y.error("expected groups like [[n1, n2], [n3, n4, n5]] or [minority, majority]")
-        return [self.target(g) for g in groups]
+        out = [self.target(g, rest=True) for g in groups]
+        if out.count(TARGET_REST) > 1:
+            raise y.error("a partition has at most one rest group")
+        return out
 
     def link_fault(self, action: str, y: _Y) -> dict[str, Any]:
         """Args of a link fault: ``{from, to} | {nodes}`` plus LinkParams fields, in SI units."""
@@ -519,8 +540,10 @@ class _Loader:
         if not out:
             raise y.error(f"{action} needs {' or '.join(keys)}")
         where = {"nodes": self.target(m["nodes"])} if "nodes" in m else {
-            "from": self.target(m["from"]) if "from" in m else "all",
-            "to": self.target(m["to"]) if "to" in m else "all"}
+            "from": self.target(m["from"], rest=True) if "from" in m else "all",
+            "to": self.target(m["to"], rest=True) if "to" in m else "all"}
+        if where.get("from") == where.get("to") == TARGET_REST:
+            raise m["to"].error("from and to cannot both be rest")
         return {**where, **out}
 
     # -- checks --------------------------------------------------------------------------

@@ -103,8 +103,8 @@ settle: 1s
 
 
 @docker
-def test_raft_iptables_partition_minority_cannot_commit_and_heal_converges(zlab_lab):
-    b = zlab_lab(load_scenario_text(RAFT5.format(name="dk-part")))
+def test_raft_iptables_partition_minority_cannot_commit_and_heal_converges(zlab_backend):
+    b = zlab_backend(load_scenario_text(RAFT5.format(name="dk-part")))
     assert b.caps.iptables, "iptables is needed for kernel partitions"
     old, term = leader_of(b)
     assert ask(b, old, {"f": "write", "key": "k", "value": 1, "client": "t", "seq": 1})["type"] == "ok"
@@ -138,8 +138,8 @@ def test_raft_iptables_partition_minority_cannot_commit_and_heal_converges(zlab_
 
 
 @docker
-def test_oneway_cut_delay_fallback_and_pause(zlab_lab):
-    b = zlab_lab(register(3, "dk-oneway"))
+def test_oneway_cut_delay_fallback_and_pause(zlab_backend):
+    b = zlab_backend(register(3, "dk-oneway"))
     echo_until_ok(b, "n1", "n2")
     echo_until_ok(b, "n1", "n3")
     # n1 -> n2 cut only: n2's messages still reach n1, n1's never reach n2
@@ -191,8 +191,8 @@ def _transfer_seconds(b: DockerBackend, src: str, dst: str, nbytes: int) -> floa
 
 
 @docker
-def test_tbf_rate_limit_slows_a_bulk_transfer(zlab_lab):
-    b = zlab_lab(register(2, "dk-rate"))
+def test_tbf_rate_limit_slows_a_bulk_transfer(zlab_backend):
+    b = zlab_backend(register(2, "dk-rate"))
     nbytes = 200_000                                    # 1.6 Mbit
     fast = _transfer_seconds(b, "n1", "n2", nbytes)
     assert b.set_link("n1", "n2", LinkParams(rate=2_000_000)) == "tbf"
@@ -206,8 +206,8 @@ def test_tbf_rate_limit_slows_a_bulk_transfer(zlab_lab):
 
 
 @docker
-def test_restart_from_the_volume_recovers_state_and_faults(zlab_lab):
-    b = zlab_lab(register(3, "dk-restart"))
+def test_restart_from_the_volume_recovers_state_and_faults(zlab_backend):
+    b = zlab_backend(register(3, "dk-restart"))
     # the first start brought the spec and keys in the environment: unpacked root-only, and the
     # agent itself does not keep them in its environment
     code, out = exec_in(b, "n1", "sh", "-c", "stat -c %a /etc/zlab/spec.json /etc/zlab/server.key_secret; "
@@ -232,9 +232,9 @@ def test_restart_from_the_volume_recovers_state_and_faults(zlab_lab):
 
 
 @docker
-def test_two_labs_in_parallel_do_not_see_each_other(zlab_lab):
-    a = zlab_lab(register(2, "dk-iso"))
-    b = zlab_lab(register(2, "dk-iso"))
+def test_two_labs_in_parallel_do_not_see_each_other(zlab_backend):
+    a = zlab_backend(register(2, "dk-iso"))
+    b = zlab_backend(register(2, "dk-iso"))
     assert a.lab != b.lab and a.subnet != b.subnet
     a.set_cuts(frozenset({("n1", "n2"), ("n2", "n1")}))
     echo_until_ok(b, "n1", "n2")                                             # b is not cut

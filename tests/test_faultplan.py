@@ -269,3 +269,45 @@ def test_steps_after_the_workload_are_not_scheduled_and_revert_all_closes_the_pl
     plan.revert_all()
     be.run_until(20.0)              # the `for:` revert at 6s finds the plan closed
     assert be.effects() == [("crash", "n1"), ("restart", "n1")]
+
+
+def test_revert_all_without_closing_keeps_taking_faults() -> None:
+    plan, be = make([])
+    plan.apply(FaultStep(1.0, "crash", "n1"))
+    assert plan.revert_all(close=False) is True
+    assert plan.revert_all(close=False) is False    # nothing left in force
+    plan.apply(FaultStep(2.0, "crash", "n2"))
+    assert be.effects() == [("crash", "n1"), ("restart", "n1"), ("crash", "n2")]
+
+
+# -- rest: the nodes the step's other targets leave out -------------------------------------------
+
+def test_rest_is_every_node_outside_the_other_groups() -> None:
+    plan, be = make([])
+    be.statuses = {"n4": {"role": "leader", "term": 2}}
+    plan.apply(FaultStep(1.0, "partition", ["leader", "rest"]))
+    plan.apply(FaultStep(1.0, "partition", ["rest", ["n1", "n2"]]))
+    assert [e["data"]["target"] for e in plan.events] == [
+        [["n4"], ["n1", "n2", "n3", "n5"]], [["n3", "n4", "n5"], ["n1", "n2"]]]
+
+
+def test_rest_as_a_link_end_is_every_other_node() -> None:
+    plan, be = make([])
+    plan.apply(FaultStep(1.0, "loss", {"from": "rest", "to": "n3", "loss": 0.1}, oneway=True))
+    assert [c[1:3] for c in be.effects()] == [("n1", "n3"), ("n2", "n3"), ("n4", "n3"), ("n5", "n3")]
+
+
+def test_rest_where_it_means_nothing_is_refused_at_load_and_at_apply() -> None:
+    from lab.topology import load_scenario_text
+    head = "name: t\nprotocol: register\nnodes: 3\nfaults:\n"
+    ok = load_scenario_text(head + "  - {at: 1s, partition: [n1, rest]}\n"
+                                   "  - {at: 2s, delay: {from: n2, to: rest, delay: 5ms}}\n")
+    assert [f.args for f in ok.faults] == [["n1", "rest"], {"from": "n2", "to": "rest", "delay": 0.005}]
+    for step, what in (("{at: 1s, crash: rest}", "faults\\[0\\].crash: rest means"),
+                       ("{at: 1s, partition: [rest, rest]}", "at most one rest group"),
+                       ("{at: 1s, loss: {from: rest, to: rest, value: 5%}}", "cannot both be rest")):
+        with pytest.raises(ConfigError, match=what):
+            load_scenario_text(head + f"  - {step}\n", path="f.yaml")
+    plan, _ = make([])
+    with pytest.raises(ConfigError, match="rest means"):
+        plan.apply(FaultStep(1.0, "pause", "rest"))

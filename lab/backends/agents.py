@@ -306,11 +306,11 @@ class AgentBackend(Backend):
     def call_at(self, t: float, fn: Callable[[], None]) -> None:
         heapq.heappush(self._calls, (t, next(self._seq), fn))
 
-    def run_until(self, t: float, stop: Callable[[], bool] | None = None) -> None:
+    def run_until(self, t: float) -> None:
         while True:
             self._fire_due()
             now = self.now()
-            if now >= t or (stop is not None and stop()):
+            if now >= t:
                 return
             nxt = min(t, self._calls[0][0]) if self._calls else t
             self._pump(self.mono0 + nxt)

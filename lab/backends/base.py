@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from lab.scenario import LinkParams, Scenario
 
 Cut = tuple[str, str]   # (src, dst): messages from src to dst are dropped
+WAIT_STEP = 0.01        # s between checks of a wait_for condition where a runtime has no finer way
 
 
 class Backend(ABC):
@@ -50,10 +51,20 @@ class Backend(ABC):
         """Run ``fn`` (on the runner's thread) when ``now()`` reaches ``t``."""
 
     @abstractmethod
-    def run_until(self, t: float, stop: Callable[[], bool] | None = None) -> None:
-        """Deliver messages, fire timers and due callbacks until ``now() >= t``, or until
-        ``stop()`` (checked between events) is true: a caller waiting for one answer does not
-        sit out the rest of its deadline (on the simulator, that is simulated time saved)."""
+    def run_until(self, t: float) -> None:
+        """Deliver messages, fire timers and due callbacks until ``now() >= t``."""
+
+    def wait_for(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Run like :meth:`run_until` until ``done()`` holds or ``timeout`` s have passed; whether
+        it holds. A blocking client call waits with this, so it returns when its answer comes
+        instead of at the next step. Runtimes check ``done`` more often than this default."""
+        end = self.now() + timeout
+        while not done():
+            now = self.now()
+            if now >= end:
+                return False
+            self.run_until(min(end, now + WAIT_STEP))
+        return True
 
     # -- clients -----------------------------------------------------------
     @abstractmethod

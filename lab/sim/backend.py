@@ -176,13 +176,21 @@ class SimBackend(Backend):
     def call_at(self, t: float, fn: Callable[[], None]) -> None:
         self._push(max(t, self._now), fn, ())
 
-    def run_until(self, t: float, stop: Callable[[], bool] | None = None) -> None:
+    def run_until(self, t: float) -> None:
+        self._advance(t, None)
+
+    def wait_for(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Virtual time stops at the event after which ``done()`` holds (or at the timeout)."""
+        return self._advance(self._now + timeout, done)
+
+    def _advance(self, t: float, done: Callable[[], bool] | None) -> bool:
+        """Run the events due up to ``t``; with ``done``, stop as soon as it holds (True)."""
         heap = self._heap
         pop = heapq.heappop
         last, streak, limit = self._now, 0, self.max_same_instant
+        if done is not None and done():
+            return True
         while heap and heap[0][0] <= t:
-            if stop is not None and stop():
-                return          # virtual time stays where the awaited event happened
             when, _, fn, args = pop(heap)
             if when == last:
                 streak += 1
@@ -193,8 +201,11 @@ class SimBackend(Backend):
                 last, streak = when, 0
             self._now = when
             fn(*args)
+            if done is not None and done():
+                return True
         if t > self._now:
             self._now = t
+        return False
 
     def _push(self, t: float, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
         self._seq += 1

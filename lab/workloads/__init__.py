@@ -33,6 +33,11 @@ class Workload(ABC):
         answered this client, else a random one)."""
         return None
 
+    def observe(self, op: dict[str, Any]) -> None:
+        """An operation made outside :meth:`next_op` (a Lab's own call): a workload whose final
+        ops depend on what was touched (the keys to read back) takes note of it here."""
+        return None
+
     def final_ops(self) -> list[tuple[str | None, dict[str, Any]]]:
         """(node or None for 'the leader', op) to run once faults are healed; results go to final.json."""
         return []

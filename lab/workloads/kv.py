@@ -35,6 +35,8 @@ class KvWorkload(Workload):
             raise ConfigError("workload read_ratio + cas_ratio + delete_ratio is above 1",
                               path=scenario.source)
         self._counter = 0
+        self._made_ops = False
+        self._observed: dict[Any, None] = {}     # keys of ops made elsewhere (a Lab), first seen first
         # The last value this workload wrote to each key: cas guesses it, so that a fair
         # share of compares succeed instead of all failing on a random guess.
         self._last: dict[str, int] = {}
@@ -47,6 +49,7 @@ class KvWorkload(Workload):
         return self._counter
 
     def next_op(self, process: int) -> dict[str, Any]:
+        self._made_ops = True
         key = self.key_name(self.rng.randrange(self.keys))
         r = self.rng.random()
         if r < self.read_ratio:
@@ -62,17 +65,27 @@ class KvWorkload(Workload):
         self._last[key] = value
         return {"f": "write", "key": key, "value": value}
 
+    def observe(self, op: dict[str, Any]) -> None:
+        if op.get("key") is not None:
+            self._observed.setdefault(op["key"], None)
+
+    def final_keys(self) -> list[Any]:
+        """Every key of the key space once this workload has made ops, then every key observed."""
+        keys = [self.key_name(i) for i in range(self.keys)] if self._made_ops else []
+        return keys + [k for k in self._observed if k not in keys]
+
     def final_ops(self) -> list[tuple[str | None, dict[str, Any]]]:
         """Jepsen's final reads: every key once, through the protocol, after the heal and the settle."""
-        return [(None, {"f": "read", "key": self.key_name(i), "value": None}) for i in range(self.keys)]
+        return [(None, {"f": "read", "key": k, "value": None}) for k in self.final_keys()]
 
     def record_final(self, results: list[dict[str, Any]]) -> dict[str, Any]:
         """final.json: what each final read saw (absent keys as null; unanswered ones left out)."""
+        keys = self.final_keys()
         reads = {}
-        for i, res in enumerate(results):
+        for key, res in zip(keys, results, strict=False):
             if res.get("type") == "ok":
-                reads[self.key_name(i)] = res.get("value")
-        return {"reads": reads, "unanswered": [self.key_name(i) for i, r in enumerate(results)
+                reads[key] = res.get("value")
+        return {"reads": reads, "unanswered": [k for k, r in zip(keys, results, strict=False)
                                                if r.get("type") != "ok"]}
 
 

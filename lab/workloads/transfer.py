@@ -74,8 +74,7 @@ class TransferWorkload(Workload):
             amount = self.accounts * self.initial_balance + 1     # more than the bank holds
         else:
             amount = self.rng.randint(*self.amount)
-        return {"f": "transfer", "from": src, "to": dst, "amount": amount,
-                "key": None, "value": [src, dst, amount]}
+        return transfer_op(src, dst, amount)
 
     def final_ops(self) -> list[tuple[str | None, dict[str, Any]]]:
         return [(p, {"f": "balances"}) for p in self.participants]
@@ -95,6 +94,12 @@ class TransferWorkload(Workload):
         return {"balances": dict(sorted(balances.items(), key=lambda kv: int(kv[0]))),
                 "per_participant": per, "missing": missing,
                 "initial_total": self.accounts * self.initial_balance}
+
+
+def transfer_op(src: int, dst: int, amount: int) -> dict[str, Any]:
+    """The client op that moves ``amount`` from account ``src`` to account ``dst``."""
+    return {"f": "transfer", "from": src, "to": dst, "amount": amount,
+            "key": None, "value": [src, dst, amount]}
 
 
 def bank_shape(scenario: Scenario) -> tuple[int, int]:
