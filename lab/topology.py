@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import math
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -59,6 +60,22 @@ MAX_NODES = 1000
 RESERVED_NAMES = frozenset((*TARGET_SYMBOLS, "lab"))
 _NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 _SCENARIO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# libyaml's composer (where PyYAML was built with it) reads a big file several times faster
+# than the pure-Python one, and its nodes keep their lines as well.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# A scenario is a few levels deep; deeper input is hostile (it would exhaust the stack).
+MAX_DEPTH = 64
+# Values that aliases may add to a document beyond what it spells out: a few `<<: *defaults`
+# add hundreds; a "billion laughs" document would add billions.
+MAX_ALIASED = 100_000
+_short = reprlib.Repr()
+_short.maxstring, _short.maxother, _short.maxlevel = 60, 60, 3
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to a readable length, however big the value is."""
+    text = _short.repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def workload_kinds() -> tuple[str, ...]:
@@ -86,6 +103,8 @@ _LINK_FAULT_KEYS = {"delay": ("delay", "jitter", "distribution"), "loss": ("valu
 
 
 # -- a YAML node that knows where it stands -----------------------------------------
+
+_STR, _MERGE = "tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"
 
 class _Doc:
     """What every node of one file shares: the file's name and a constructor for plain values."""
@@ -122,10 +141,13 @@ class _Y:
     # -- shapes ---------------------------------------------------------------------
     def value(self) -> Any:
         """The node as plain Python (what yaml.safe_load would give)."""
+        ctor, node = self.doc.ctor, self.node
         try:
-            return self.doc.ctor.construct_document(self.node)
-        except yaml.YAMLError as e:
-            raise self.error(f"cannot read this value: {getattr(e, 'problem', e)}") from None
+            # A plain scalar straight from its constructor: a big file has a million of them.
+            make = ctor.yaml_constructors.get(node.tag) if isinstance(node, yaml.ScalarNode) else None
+            return make(ctor, node) if make is not None else ctor.construct_document(node)
+        except (yaml.YAMLError, ValueError, OverflowError) as e:   # 5,000 digits, 2024-13-45
+            raise self.error(f"cannot read this value: {getattr(e, 'problem', None) or e}") from None
 
     def is_map(self) -> bool:
         return isinstance(self.node, yaml.MappingNode)
@@ -141,23 +163,26 @@ class _Y:
         """The node's keys -> children; unknown keys, duplicates and missing keys are errors."""
         if not self.is_map():
             raise self.error(f"expected a {what}, got {self._kind()}")
-        seen: set[Any] = set()
+        seen: set[str] = set()
+        merges = False
         for knode, _ in self.node.value:
-            if knode.tag.endswith(":merge"):
+            if knode.tag == _MERGE:
+                merges = True
                 continue
-            key = _Y(knode, self.field, self.doc).value()
+            key = self.key_of(knode)
             if key in seen:
-                raise self.error("repeated key", field=self.child(knode, str(key)).field,
+                raise self.error("repeated key", field=self.child(knode, key).field,
                                  line=knode.start_mark.line + 1)
             seen.add(key)
-        # Resolve `<<: *anchor` merges; keys written here then override the merged ones.
-        self.doc.ctor.flatten_mapping(self.node)
+        if merges:     # resolve `<<: *anchor`; keys written here then override the merged ones
+            try:
+                self.doc.ctor.flatten_mapping(self.node)
+            except yaml.YAMLError as e:
+                raise self.error(f"cannot merge: {getattr(e, 'problem', None) or e}") from None
         out: dict[str, _Y] = {}
         for knode, vnode in self.node.value:
             kline = knode.start_mark.line + 1
-            key = _Y(knode, self.field, self.doc).value()
-            if not isinstance(key, str):
-                raise self.error(f"keys must be names, got {key!r}", line=kline)
+            key = self.key_of(knode)
             if known is not None and key not in known:
                 hint = difflib.get_close_matches(key, known, n=1)
                 also = f"; did you mean {hint[0]}?" if hint else f" (known: {', '.join(known)})"
@@ -169,6 +194,13 @@ class _Y:
                                  line=self.head_line)
         return out
 
+    def key_of(self, knode: yaml.Node) -> str:
+        """A mapping key, which must be a name (a list or a number as a key is refused)."""
+        key = knode.value if knode.tag == _STR else _Y(knode, self.field, self.doc).value()
+        if not isinstance(key, str):
+            raise self.error(f"keys must be names, got {shown(key)}", line=knode.start_mark.line + 1)
+        return key
+
     def seq(self, what: str = "list") -> list[_Y]:
         if not self.is_seq():
             raise self.error(f"expected a {what}, got {self._kind()}")
@@ -179,32 +211,32 @@ class _Y:
             return "a mapping"
         if self.is_seq():
             return "a list"
-        return repr(self.value())
+        return shown(self.value())
 
     # -- scalars --------------------------------------------------------------------
     def str_(self, pattern: re.Pattern[str] | None = None, what: str = "a name") -> str:
         v = self.value()
         if not isinstance(v, str) or not v or (pattern is not None and not pattern.match(v)):
-            raise self.error(f"expected {what}, got {v!r}")
+            raise self.error(f"expected {what}, got {shown(v)}")
         return v
 
     def choice(self, options: tuple[str, ...]) -> str:
         v = self.value()
         if v not in options:
-            raise self.error(f"expected one of {', '.join(options)}, got {v!r}")
+            raise self.error(f"expected one of {', '.join(options)}, got {shown(v)}")
         return v
 
     def int_(self, low: int = 0, high: int | None = None) -> int:
         v = self.value()
         if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
             span = f"from {low} to {high}" if high is not None else f">= {low}"
-            raise self.error(f"expected a whole number {span}, got {v!r}")
+            raise self.error(f"expected a whole number {span}, got {shown(v)}")
         return v
 
     def bool_(self) -> bool:
         v = self.value()
         if not isinstance(v, bool):
-            raise self.error(f"expected true or false, got {v!r}")
+            raise self.error(f"expected true or false, got {shown(v)}")
         return v
 
     def unit(self, parse: Callable[[Any], Any]) -> Any:
@@ -232,23 +264,72 @@ def load_scenario(path: str, known_checks: set[str] | None = None) -> Scenario:
 
 def load_scenario_text(text: str, path: str = "<string>",
                        known_checks: set[str] | None = None) -> Scenario:
+    root = compose_yaml(text, path)
+    if root is None:
+        raise ConfigError("the file is empty", path=path)
+    return _Loader(_Y(root, "", _Doc(path)), known_checks).scenario()
+
+
+def compose_yaml(text: str, path: str) -> yaml.Node | None:
+    """The YAML node tree of ``text`` (None for an empty document), each node with its line.
+    Hostile input is a ConfigError naming file:line: nesting deeper than :data:`MAX_DEPTH`,
+    a value that contains itself, aliases that expand past :data:`MAX_ALIASED` values."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(f"not valid YAML: {problem}", path=path,
                           line=mark.line + 1 if mark else None) from None
-    if root is None:
-        raise ConfigError("the file is empty", path=path)
-    return _Loader(_Y(root, "", _Doc(path)), known_checks).scenario()
+    except RecursionError:      # the pure-Python composer recurses once per level
+        raise ConfigError(f"nested too deeply (at most {MAX_DEPTH} levels)", path=path) from None
+    if root is not None:
+        _check_shape(root, path)
+    return root
+
+
+def _check_shape(root: yaml.Node, path: str) -> None:
+    """Refuse what would blow up later: too deep a tree, a cycle, a billion laughs. One pass,
+    each distinct node once (an alias is the node it names, met again)."""
+    expanded: dict[int, int] = {}        # id(node) -> values it stands for, aliases expanded
+    aliased = 0
+    open_: set[int] = set()              # nodes whose children are still being walked
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        children = node.value if isinstance(node, yaml.SequenceNode) else [
+            part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else ()
+        if done:
+            open_.discard(key)
+            expanded[key] = 1 + sum(expanded[id(c)] for c in children)
+            continue
+        line = node.start_mark.line + 1
+        if key in expanded:              # met again: an alias repeats the whole value
+            aliased += expanded[key]
+            if aliased > MAX_ALIASED:
+                raise ConfigError(f"aliases of the value anchored here expand the document by more "
+                                  f"than {MAX_ALIASED:,} values (refused: a YAML bomb)",
+                                  path=path, line=line)
+            continue
+        if key in open_:
+            raise ConfigError("a value that contains itself (an alias inside its own anchor)",
+                              path=path, line=line)
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"nested too deeply (at most {MAX_DEPTH} levels)", path=path, line=line)
+        if not children:
+            expanded[key] = 1
+            continue
+        open_.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in reversed(children))
 
 
 def parse_fault(step: Mapping[str, Any], scenario: Scenario, where: str = "fault") -> FaultStep:
     """One ``faults:`` item given as data (``{"at": "0s", "crash": "leader"}``), checked exactly
     as the YAML loader checks it, against ``scenario``'s nodes; ConfigError names ``where``."""
     text = yaml.safe_dump(dict(step), default_flow_style=True)
-    loader = _Loader(_Y(yaml.compose(text, Loader=yaml.SafeLoader), "", _Doc(where)), None)
+    loader = _Loader(_Y(yaml.compose(text, Loader=_YAML_LOADER), "", _Doc(where)), None)
     loader.names = scenario.node_names
     loader.protocol_name = scenario.protocol
     try:
@@ -297,7 +378,7 @@ class _Loader:
     def protocol(self, y: _Y) -> str:
         name = y.str_(what="a protocol name")
         if name not in protocols.names():
-            raise y.error(f"unknown protocol {name!r} (known: {', '.join(protocols.names())})")
+            raise y.error(f"unknown protocol {shown(name)} (known: {', '.join(protocols.names())})")
         return name
 
     def nodes(self, y: _Y) -> list[NodeSpec]:
@@ -348,7 +429,7 @@ class _Loader:
             if name not in known:
                 hint = difflib.get_close_matches(name, sorted(known), n=1)
                 also = f"; did you mean {hint[0]}?" if hint else ""
-                raise item.error(f"{self.protocol_name} has no behaviour {name!r} "
+                raise item.error(f"{self.protocol_name} has no behaviour {shown(name)} "
                                  f"(known: {', '.join(sorted(known))}){also}")
             if name not in out:
                 out.append(name)
@@ -428,7 +509,7 @@ class _Loader:
             elif name in self.names:
                 out.append(name)
             else:
-                raise item.error(f"no node named {name!r} (nodes: {', '.join(self.names)})")
+                raise item.error(f"no node named {shown(name)} (nodes: {', '.join(self.names)})")
         return out
 
     # -- workload ------------------------------------------------------------------------
@@ -507,7 +588,7 @@ class _Loader:
             return [self.target(i, allow_list=False) for i in items]  # type: ignore[misc]
         name = y.str_(what=f"a node name or one of {', '.join(TARGET_SYMBOLS)}")
         if name not in self.names and name not in TARGET_SYMBOLS:
-            raise y.error(f"no node or target named {name!r} (nodes: {', '.join(self.names)}; "
+            raise y.error(f"no node or target named {shown(name)} (nodes: {', '.join(self.names)}; "
                           f"targets: {', '.join(TARGET_SYMBOLS)})")
         if name == TARGET_REST and not rest:
             raise y.error(REST_USE)
@@ -561,13 +642,13 @@ class _Loader:
         known = self.applicable_checks()
         if name not in known:
             from lab.checks.registry import all_checks
-            shown = ", ".join(sorted(known)) or "none"
+            listed = ", ".join(sorted(known)) or "none"
             if self.known_checks is None and name in all_checks():
                 raise y.error(f"check {name!r} does not apply to {self.protocol_name} "
-                              f"(its checks: {shown})")
+                              f"(its checks: {listed})")
             hint = difflib.get_close_matches(name, sorted(known), n=1)
             also = f"; did you mean {hint[0]}?" if hint else ""
-            raise y.error(f"unknown check {name!r} (known: {shown}){also}")
+            raise y.error(f"unknown check {shown(name)} (known: {listed}){also}")
         return name
 
     def checks(self, y: _Y) -> tuple[list[str], dict[str, dict[str, Any]]]:
