@@ -70,6 +70,10 @@ class NetworkSpec:
         return out
 
 
+# Keys of every workload; a kind's own keys are its class's ``params`` (lab/workloads/).
+WORKLOAD_KEYS = ("kind", "clients", "rate", "concurrency", "duration", "timeout")
+
+
 @dataclass(frozen=True)
 class WorkloadSpec:
     kind: str = "none"               # kv | transfer | none

@@ -20,6 +20,7 @@ import reprlib
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
+from random import Random
 from typing import Any
 
 import yaml
@@ -27,6 +28,7 @@ from yaml.constructor import SafeConstructor
 
 from lab.errors import ConfigError
 from lab.scenario import (
+    WORKLOAD_KEYS,
     FaultStep,
     LinkParams,
     LinkRule,
@@ -39,7 +41,7 @@ from lab.targets import REST as TARGET_REST
 from lab.targets import REST_USE
 from lab.targets import SYMBOLS as TARGET_SYMBOLS
 from nodes import protocols
-from nodes.protocols.core import ConfigValueError, build_config
+from nodes.protocols.core import ConfigValueError, Core, NodesError, build_config
 from nodes.units import format_duration, parse_bitrate, parse_duration, parse_percent, parse_rate
 
 TOP_KEYS = ("name", "description", "protocol", "nodes", "config", "network", "workload",
@@ -344,6 +346,8 @@ class _Loader:
         self.known_checks = known_checks
         self.names: list[str] = []
         self.protocol_name = ""
+        self.workload_end = 0.0       # s; a fault step at or after it would never apply
+        self.core: type[Core] = Core
 
     def scenario(self) -> Scenario:
         top = self.root.mapping(TOP_KEYS, required=("name", "protocol", "nodes"),
@@ -360,9 +364,10 @@ class _Loader:
         protocol = self.protocol_name = self.protocol(top["protocol"])
         nodes = self.nodes(top["nodes"])
         self.names = [n.name for n in nodes]
-        config = self.config(opt.get("config"), protocol, top["protocol"])
+        self.check_nodes(nodes, top["nodes"])
+        config = self.config(opt.get("config"))
         checks, check_params = self.checks(opt["checks"]) if "checks" in opt else ([], {})
-        return Scenario(
+        scenario = Scenario(
             name=name, protocol=protocol, nodes=nodes, config=config,
             network=self.network(opt["network"]) if "network" in opt else NetworkSpec(),
             workload=self.workload(opt["workload"]) if "workload" in opt else WorkloadSpec(),
@@ -373,12 +378,19 @@ class _Loader:
             settle=opt["settle"].duration() if "settle" in opt else Scenario.settle,
             source=self.root.doc.path, raw=self.root.value(),
         )
+        if "workload" in opt:
+            self.check_workload(scenario, opt["workload"])
+        return scenario
 
     # -- protocol and nodes -----------------------------------------------------------
     def protocol(self, y: _Y) -> str:
         name = y.str_(what="a protocol name")
         if name not in protocols.names():
             raise y.error(f"unknown protocol {shown(name)} (known: {', '.join(protocols.names())})")
+        try:
+            self.core = protocols.get(name)
+        except Exception as e:  # a protocol module that fails to import is the file's problem to report
+            raise y.error(f"{name} cannot be loaded: {e}") from None
         return name
 
     def nodes(self, y: _Y) -> list[NodeSpec]:
@@ -401,6 +413,14 @@ class _Loader:
         if len(out) > MAX_NODES:
             raise y.error(f"at most {MAX_NODES} nodes")
         return out
+
+    def check_nodes(self, nodes: list[NodeSpec], y: _Y) -> None:
+        """The protocol's own word on its nodes (2PC: one coordinator, known roles)."""
+        try:
+            self.core.check_nodes({n.name: n.as_dict() for n in nodes})
+        except NodesError as e:
+            at = y.seq()[self.names.index(e.node)] if e.node in self.names and y.is_seq() else y
+            raise at.error(str(e), line=None if at is not y else y.head_line) from None
 
     def node_spec(self, y: _Y) -> NodeSpec:
         if not y.is_map():
@@ -457,15 +477,11 @@ class _Loader:
                           "pick another node name")
         return name
 
-    def config(self, y: _Y | None, protocol: str, protocol_y: _Y) -> dict[str, Any]:
+    def config(self, y: _Y | None) -> dict[str, Any]:
         keys = y.mapping() if y is not None else {}
         raw = {k: v.value() for k, v in keys.items()}
         try:
-            core = protocols.get(protocol)
-        except Exception as e:  # a protocol module that fails to import is the file's problem to report
-            raise protocol_y.error(f"{protocol} cannot be loaded: {e}") from None
-        try:
-            build_config(core, raw)
+            build_config(self.core, raw)
         except ConfigValueError as e:
             at = keys.get(e.field)
             line = at.line if at else (y.head_line if y else None)
@@ -519,6 +535,13 @@ class _Loader:
             raise y.error(f"kind is required ({', '.join(workload_kinds())})",
                           field=y.child(y.node, "kind").field, line=y.head_line)
         kind = m["kind"].choice(workload_kinds())
+        from lab.workloads import unknown_key
+        from lab.workloads.registry import workload_class
+        cls = workload_class(kind)
+        own = cls.params if cls is not None else ()
+        for key, v in m.items():
+            if key not in WORKLOAD_KEYS and key not in own:
+                raise v.error(unknown_key(key, kind, own), line=v.key_line)
         spec = WorkloadSpec(
             kind=kind,
             clients=m["clients"].int_(1, 10_000) if "clients" in m else 1,
@@ -526,8 +549,7 @@ class _Loader:
             concurrency=m["concurrency"].int_(1, 10_000) if "concurrency" in m else None,
             duration=m["duration"].duration() if "duration" in m else 0.0,
             timeout=m["timeout"].duration() if "timeout" in m else WorkloadSpec.timeout,
-            params={k: v.value() for k, v in m.items()
-                    if k not in ("kind", "clients", "rate", "concurrency", "duration", "timeout")},
+            params={k: v.value() for k, v in m.items() if k not in WORKLOAD_KEYS},
         )
         if spec.rate is not None and spec.concurrency is not None:
             raise m["concurrency"].error("set rate (open loop) or concurrency (closed loop), not both")
@@ -536,7 +558,20 @@ class _Loader:
                           field=y.child(y.node, "duration").field, line=y.head_line)
         if spec.timeout <= 0:
             raise m["timeout"].error("must be above 0s")
+        self.workload_end = spec.duration
         return spec
+
+    def check_workload(self, scenario: Scenario, y: _Y) -> None:
+        """The workload's own checks of its keys' values, now rather than when the run starts;
+        its error names a ``workload.<key>`` field, which gets that key's line."""
+        from lab.workloads.registry import workload_for
+        try:
+            workload_for(scenario.workload, scenario, Random(0))
+        except ConfigError as e:
+            keys = y.mapping()
+            at = keys.get((e.field or "").removeprefix("workload."))
+            raise ConfigError(e.message, path=e.path, field=e.field,
+                              line=at.key_line if at else y.head_line) from None
 
     # -- faults ----------------------------------------------------------------------------
     def faults(self, y: _Y) -> list[FaultStep]:
@@ -553,6 +588,9 @@ class _Loader:
                           f"(found: {found})")
         action = actions[0]
         at = m["at"].duration()
+        if self.workload_end and at >= self.workload_end:
+            raise m["at"].error(f"{format_duration(at)} is at or after the end of the workload "
+                                f"({format_duration(self.workload_end)}): this step would never apply")
         duration = None
         if "for" in m:
             if action not in REVERTIBLE:

@@ -6,6 +6,7 @@ window) 0.4 s, default completeness bound 0.8 + 2.4 + 4 x 0.02 = 3.28 s.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -156,7 +157,10 @@ checks: [accuracy]
 
 
 def test_the_membership_workload_refuses_client_keys() -> None:
-    s = load_scenario_text("name: m\nprotocol: swim\nnodes: 3\n"
+    with pytest.raises(ConfigError, match="m.yaml:4: workload.keys: unknown key"):
+        load_scenario_text("name: m\nprotocol: swim\nnodes: 3\n"
                            "workload: {kind: membership, duration: 2s, keys: 3}\n", path="m.yaml")
+    s = load_scenario_text("name: m\nprotocol: swim\nnodes: 3\n"
+                           "workload: {kind: membership, duration: 2s}\n", path="m.yaml")
     with pytest.raises(ConfigError, match="workload.keys"):
-        MembershipWorkload(s.workload, s, random.Random(1))
+        MembershipWorkload(dataclasses.replace(s.workload, params={"keys": 3}), s, random.Random(1))

@@ -46,7 +46,7 @@ network:
   links:
     - {from: n1, to: [n2, n3], delay: 80ms}
     - {from: n3, to: n1, oneway: true, loss: 10%, rate: 1mbit}
-workload: {kind: kv, clients: 3, rate: 100/s, duration: 20s, timeout: 500ms, keys: 4, read_ratio: 0.25}
+workload: {kind: kv, clients: 3, rate: 100/s, duration: 25s, timeout: 500ms, keys: 4, read_ratio: 0.25}
 faults:
   - {at: 10s, heal: all}
   - {at: 5s, partition: [[n1, n2], [n2, n3]], oneway: true, for: 2s}
@@ -140,7 +140,7 @@ def test_link_to_all_skips_self_pairs():
 def test_workload_keys_and_params():
     w = load(FULL).workload
     assert (w.kind, w.clients, w.rate, w.concurrency, w.duration, w.timeout) == \
-        ("kv", 3, 100.0, None, 20.0, 0.5)
+        ("kv", 3, 100.0, None, 25.0, 0.5)
     assert w.params == {"keys": 4, "read_ratio": 0.25}
 
 

@@ -3,10 +3,12 @@ times, sends, retries and records them (lab/runner.py)."""
 
 from __future__ import annotations
 
+import difflib
 from abc import ABC, abstractmethod
 from random import Random
-from typing import Any
+from typing import Any, ClassVar
 
+from lab.errors import ConfigError
 from lab.scenario import Scenario, WorkloadSpec
 
 
@@ -15,6 +17,9 @@ class Workload(ABC):
     give the checkers the final state."""
 
     kind: str = ""
+    #: the kind's own keys under ``workload:`` besides kind, clients, rate, concurrency, duration
+    #: and timeout; any other key is refused (the YAML loader refuses it with its line)
+    params: ClassVar[tuple[str, ...]] = ()
     #: False for a workload that only watches (membership): the runner then starts no clients,
     #: and only the final ops reach the nodes.
     client_ops: bool = True
@@ -23,6 +28,10 @@ class Workload(ABC):
         self.spec = spec
         self.scenario = scenario
         self.rng = rng
+        unknown = sorted(set(spec.params) - set(self.params))
+        if unknown:
+            raise ConfigError(unknown_key(unknown[0], self.kind, self.params),
+                              path=scenario.source, field=f"workload.{unknown[0]}")
 
     @abstractmethod
     def next_op(self, process: int) -> dict[str, Any]:
@@ -50,3 +59,11 @@ class Workload(ABC):
                 final: dict[str, Any]) -> dict[str, Any]:
         """This workload's own figures for metrics.json, beside the generic ones (lab/metrics.py)."""
         return {}
+
+
+def unknown_key(key: str, kind: str, params: tuple[str, ...]) -> str:
+    """What to say of a key the ``kind`` workload does not take: a typo's likely meaning."""
+    from lab.scenario import WORKLOAD_KEYS
+    hint = difflib.get_close_matches(key, (*WORKLOAD_KEYS, *params), n=1)
+    takes = f"its keys: {', '.join(params)}" if params else "it takes no keys of its own"
+    return f"unknown key for the {kind} workload ({takes})" + (f"; did you mean {hint[0]}?" if hint else "")

@@ -29,19 +29,14 @@ from lab.workloads import Workload
 from nodes.protocols import get as get_protocol
 from nodes.protocols.core import ConfigValueError, build_config
 
-PARAMS = ("read_ratio", "delete_ratio")
-
 
 class BroadcastWorkload(Workload):
     kind = "broadcast"
+    params = ("read_ratio", "delete_ratio")
 
     def __init__(self, spec: WorkloadSpec, scenario: Scenario, rng: Random) -> None:
         super().__init__(spec, scenario, rng)
         p = dict(spec.params)
-        unknown = sorted(set(p) - set(PARAMS))
-        if unknown:
-            raise ConfigError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(PARAMS)})",
-                              path=scenario.source, field=f"workload.{unknown[0]}")
         self.read_ratio = self._fraction(p, "read_ratio")
         self.delete_ratio = self._fraction(p, "delete_ratio")
         if self.read_ratio + self.delete_ratio > 1.0 + 1e-9:

@@ -21,6 +21,7 @@ class KvWorkload(Workload):
     ``delete_ratio`` (0); writes take what the ratios leave."""
 
     kind = "kv"
+    params = ("keys", "read_ratio", "cas_ratio", "delete_ratio")
 
     def __init__(self, spec: WorkloadSpec, scenario: Scenario, rng: Random) -> None:
         super().__init__(spec, scenario, rng)

@@ -19,7 +19,6 @@ from random import Random
 from typing import Any
 
 from lab.checks.swim import analyse
-from lab.errors import ConfigError
 from lab.scenario import Scenario, WorkloadSpec
 from lab.workloads import Workload
 
@@ -30,10 +29,6 @@ class MembershipWorkload(Workload):
 
     def __init__(self, spec: WorkloadSpec, scenario: Scenario, rng: Random) -> None:
         super().__init__(spec, scenario, rng)
-        if spec.params:
-            key = sorted(spec.params)[0]
-            raise ConfigError(f"the membership workload takes no key {key!r} (it has no clients: "
-                              "only kind and duration)", path=scenario.source, field=f"workload.{key}")
 
     def next_op(self, process: int) -> dict[str, Any]:
         raise AssertionError("the membership workload has no client operations")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from lab.errors import ConfigError
 from lab.workloads import Workload
 from nodes.protocols.synod import LEARNER, roles_of
 
@@ -26,10 +25,6 @@ class ProposeWorkload(Workload):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.spec.params:
-            key = sorted(self.spec.params)[0]
-            raise ConfigError(f"unknown key {key!r} (the propose workload takes none)",
-                              path=self.scenario.source, field=f"workload.{key}")
         self.learners = [n.name for n in self.scenario.nodes if LEARNER in roles_of(n.as_dict())]
         self._counter = 0
 

@@ -22,12 +22,18 @@ def kinds() -> list[str]:
     return sorted(_WORKLOADS)
 
 
+def workload_class(kind: str) -> type[Workload] | None:
+    """The class of workload ``kind`` (None for ``none`` or a kind no one registered)."""
+    target = _WORKLOADS.get(kind)
+    return load(target) if target is not None else None
+
+
 def workload_for(spec: WorkloadSpec, scenario: Scenario, rng: Random) -> Workload | None:
     """The workload ``spec.kind`` names, or None for ``none`` (a run with no clients)."""
     if spec.kind in ("none", "", None):
         return None
-    target = _WORKLOADS.get(spec.kind)
-    if target is None:
+    cls = workload_class(spec.kind)
+    if cls is None:
         raise ConfigError(f"unknown workload kind {spec.kind!r} (known: none, {', '.join(kinds())})",
                           path=scenario.source, field="workload.kind")
-    return load(target)(spec, scenario, rng)
+    return cls(spec, scenario, rng)

@@ -34,6 +34,7 @@ from nodes.protocols.core import ConfigValueError, build_config
 
 class TransferWorkload(Workload):
     kind = "transfer"
+    params = ("accounts", "initial_balance", "amount", "abort_probability")
 
     def __init__(self, spec: WorkloadSpec, scenario: Scenario, rng: Random) -> None:
         super().__init__(spec, scenario, rng)
@@ -56,10 +57,6 @@ class TransferWorkload(Workload):
         if isinstance(ap, bool) or not isinstance(ap, (int, float)) or not 0.0 <= ap <= 1.0:
             raise self._error(f"expected a fraction 0..1 or a percentage, got {ap!r}", "abort_probability")
         self.abort_probability = float(ap)
-        unknown = set(p) - {"accounts", "initial_balance", "amount", "abort_probability"}
-        if unknown:
-            raise self._error(f"unknown key(s) {', '.join(sorted(unknown))} (known: accounts, "
-                              "initial_balance, amount, abort_probability)", sorted(unknown)[0])
         if self.accounts < 2:
             raise self._error("a transfer needs at least 2 accounts", "accounts")
         specs = {n.name: n.as_dict() for n in scenario.nodes}

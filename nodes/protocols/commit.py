@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from nodes.protocols.core import Core, Tunables, role_names
+from nodes.protocols.core import Core, NodesError, Tunables, role_names
 from nodes.protocols.fsm import IllegalTransition, Table, combined_mermaid
 
 COORDINATOR, PARTICIPANT = "coordinator", "participant"
@@ -199,6 +199,23 @@ class CommitCore(Core):
     # participant states that hold locks without knowing the outcome
     undecided: ClassVar[frozenset[str]] = frozenset()
     default_checks = ("atomicity", "conservation", "no_commit_after_abort", "nonblocking")
+    node_roles = (COORDINATOR, PARTICIPANT)
+
+    @classmethod
+    def check_nodes(cls, nodes: Mapping[str, Mapping[str, Any]]) -> None:
+        """One coordinator (named, or the first node when no node names a role) and at least
+        one participant besides it; no node both."""
+        super().check_nodes(nodes)
+        named = [n for n in sorted(nodes) if role_names(nodes[n].get("role"))]
+        coords = [n for n in sorted(nodes) if COORDINATOR in role_names(nodes[n].get("role"))]
+        if named and len(coords) != 1:
+            raise NodesError(f"{cls.name} needs exactly one node with role coordinator, "
+                             f"found {len(coords)}" + (f" ({', '.join(coords)})" if coords else ""),
+                             coords[1] if len(coords) > 1 else None)
+        if coords and PARTICIPANT in role_names(nodes[coords[0]].get("role")):
+            raise NodesError("a node is either the coordinator or a participant, not both", coords[0])
+        if not roles(nodes)[1]:
+            raise NodesError(f"{cls.name} needs at least one participant besides the coordinator")
 
     # -- start and recovery ----------------------------------------------------------------
     def start(self) -> None:

@@ -142,6 +142,8 @@ class Core:
     #: further checks that mean something for this protocol (a scenario may name them);
     #: the loader refuses any other check, so one cannot pass vacuously on the wrong protocol
     optional_checks: ClassVar[tuple[str, ...]] = ()
+    #: the role names a node may take in YAML (`role: ...`); empty: the core reads no roles
+    node_roles: ClassVar[tuple[str, ...]] = ()
     #: Byzantine behaviours a node may be given in YAML (`byzantine: [name, ...]`) -> what it does
     behaviours: ClassVar[Mapping[str, str]] = {}
     #: whether the core needs ``ctx.keys`` (ed25519 signing keys made by the runtime)
@@ -178,6 +180,18 @@ class Core:
         return None
 
     @classmethod
+    def check_nodes(cls, nodes: Mapping[str, Mapping[str, Any]]) -> None:
+        """Refuse (:class:`NodesError`) a lab of ``nodes`` (name -> spec) this core cannot run;
+        by default, a role that is not one of :attr:`node_roles` where the core has roles."""
+        if not cls.node_roles:
+            return
+        for name, spec in nodes.items():
+            for role in role_names(spec.get("role")):
+                if role not in cls.node_roles:
+                    raise NodesError(f"{cls.name} has no role {role!r} "
+                                     f"(its roles: {', '.join(cls.node_roles)})", name)
+
+    @classmethod
     def applicable_checks(cls) -> tuple[str, ...]:
         """Every check a scenario of this protocol may name: the defaults, then the optional ones."""
         return (*cls.default_checks, *(c for c in cls.optional_checks if c not in cls.default_checks))
@@ -190,6 +204,14 @@ def role_names(role: Any) -> tuple[str, ...]:
     if isinstance(role, str):
         return (role,)
     return tuple(r for r in role if isinstance(r, str))
+
+
+class NodesError(ValueError):
+    """The lab's nodes do not suit a protocol; ``node`` names the one at fault (None: the set)."""
+
+    def __init__(self, message: str, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
 
 
 class ConfigValueError(ValueError):

@@ -148,6 +148,7 @@ class Paxos(Core):
     bugs = synod.BUGS
     bug_breaks = synod.BUG_BREAKS
     default_checks = ("agreement", "validity", "decided")
+    node_roles = synod.ROLES
 
     config: PaxosConfig
 
