@@ -14,18 +14,17 @@ stderr: ``zlab: <what and where>``), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
-from lab.errors import CheckError, ConfigError, LabError
+from lab.errors import ConfigError, LabError
 
 EXIT_BAD_INPUT = 3
 EXIT_INTERRUPTED = 130
@@ -47,11 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", help="scenario YAML file")
     run.add_argument("--backend", default=None, choices=["sim", "local", "docker"],
                      help="runtime (default: the scenario's `backend:` key, else local)")
-    run.add_argument("--seed", type=int, default=None,
+    run.add_argument("--seed", type=seed_arg, default=None,
                      help="seed for everything the lab chooses (default: the scenario's, else random)")
     run.add_argument("--out", default=None, help="run directory (default: results/<name>-<UTC time>)")
     run.add_argument("--no-progress", action="store_true", help="no live progress line")
-    run.add_argument("--time-limit", type=float, default=30.0, metavar="S",
+    run.add_argument("--time-limit", type=seconds_arg, default=30.0, metavar="S",
                      help="seconds a search-based checker may spend before answering unknown")
     run.set_defaults(func=cmd_run)
 
@@ -62,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--format", default=None, choices=["jsonl", "edn"], dest="fmt",
                        help="of --history: zlab's jsonl, or Jepsen's history.edn "
                             "(default: edn for a .edn file, else jsonl)")
-    check.add_argument("--time-limit", type=float, default=30.0, metavar="S",
+    check.add_argument("--time-limit", type=seconds_arg, default=30.0, metavar="S",
                        help="seconds the linearizability search may take (default 30)")
     check.set_defaults(func=cmd_check)
 
@@ -74,6 +73,31 @@ def build_parser() -> argparse.ArgumentParser:
     from lab import cli_lab  # up/status/fault/client/logs/down
     cli_lab.add_commands(sub)
     return p
+
+
+MAX_SEED = 2**63 - 1      # what a scenario's `seed:` may be (lab/topology.py)
+
+
+def seed_arg(text: str) -> int:
+    """``--seed``: a whole number from 0 to 2**63-1, as a scenario's ``seed:``."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**63-1, got {text[:40]!r}")
+    return seed
+
+
+def seconds_arg(text: str) -> float:
+    """``--time-limit``: seconds, a number above 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text[:40]!r}")
+    return seconds
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -111,10 +135,26 @@ def _main(argv: Sequence[str] | None) -> int:
         return 0
     except SystemExit as e:       # --help and --version
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_BAD_INPUT)
+    except OSError as e:          # a full disk, a file not allowed: infrastructure, not a verdict
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"zlab: {_one_line(f'{where}{e.strerror or e}')}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as e:  # noqa: BLE001 - last resort: a bug must not exit 1, which is a verdict
+        if os.environ.get("ZLAB_DEBUG"):
+            traceback.print_exc()
+        where = "; ".join(getattr(e, "__notes__", ()))      # the simulator's node and sim time
+        print(f"zlab: {_one_line(f'internal error: {type(e).__name__}: {e}')}"
+              + (f" ({_one_line(where)})" if where else "")
+              + " -- a bug in zlab; ZLAB_DEBUG=1 prints the traceback", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+MAX_LINE = 2000     # characters of an error line: a message quoting a huge value is cut
 
 
 def _one_line(msg: str) -> str:
-    return " ".join(msg.split("\n"))
+    line = " ".join(msg.splitlines())
+    return line if len(line) <= MAX_LINE else f"{line[:MAX_LINE]}... ({len(line) - MAX_LINE} more characters)"
 
 
 # -- run -------------------------------------------------------------------------------------------
@@ -167,27 +207,18 @@ def check_run_dir(run_dir: Path, time_limit: float = 30.0) -> int:
     from lab.checks.registry import run_checks, split_check_items
     from lab.history import load_history
     from lab.runner import check_names
-    from lab.tracefile import read_trace
+    from lab.topology import read_yaml
+    from lab.tracefile import read_json, read_trace
     if not run_dir.is_dir():
         raise ConfigError("not a run directory", path=str(run_dir))
     path = run_dir / "scenario.yaml"
-    try:
-        scenario = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise CheckError(f"{path}: cannot read: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", None)
-        raise ConfigError(f"not valid YAML: {getattr(e, 'problem', e)}", path=str(path),
-                          line=None if line is None else line + 1) from None
+    scenario = read_yaml(str(path))
     if not isinstance(scenario, dict):
         raise ConfigError("expected a mapping", path=str(path))
     trace = read_trace(run_dir / "trace.jsonl")
     history = load_history(run_dir / "history.jsonl")
     final_path = run_dir / "final.json"
-    try:
-        final = json.loads(final_path.read_text(encoding="utf-8")) if final_path.exists() else {}
-    except json.JSONDecodeError as e:
-        raise CheckError(f"{final_path}:{e.lineno}: not JSON: {e.msg}") from None
+    final = read_json(final_path, "final.json") if final_path.exists() else {}
     expect = dict(scenario.get("expect") or {})
     listed, params = split_check_items(list(scenario.get("checks") or []),
                                        str(scenario.get("protocol", "")))

@@ -45,7 +45,8 @@ def add_commands(sub: Any) -> None:
     up.add_argument("topology", help="topology YAML file")
     up.add_argument("--name", help="lab name (default: the topology's name)")
     up.add_argument("--backend", default="local", choices=["local", "docker"], help="runtime (default: local)")
-    up.add_argument("--seed", type=int, default=None, help="seed (default: the topology's, else random)")
+    from lab.cli import seed_arg
+    up.add_argument("--seed", type=seed_arg, default=None, help="seed (default: the topology's, else random)")
     up.set_defaults(func=cmd_up)
 
     st = sub.add_parser("status", help="nodes, roles and counters of a running lab")

@@ -255,13 +255,26 @@ class _Y:
 
 def load_scenario(path: str, known_checks: set[str] | None = None) -> Scenario:
     """Read a scenario file. Every mistake is a ConfigError with file, line and field."""
+    return load_scenario_text(_read_text(path), path=path, known_checks=known_checks)
+
+
+def read_yaml(path: str) -> Any:
+    """Any YAML file as plain data (what ``yaml.safe_load`` gives), with the limits and the
+    one-line errors of scenario files (a run directory's scenario.yaml is read with this)."""
+    root = compose_yaml(_read_text(path), path)
+    return None if root is None else _Y(root, "", _Doc(path)).value()
+
+
+def _read_text(path: str) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror or e}", path=path) from None
-    except UnicodeDecodeError:
-        raise ConfigError("not a UTF-8 text file", path=path) from None
-    return load_scenario_text(text, path=path, known_checks=known_checks)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not a UTF-8 text file ({e.reason})", path=path,
+                          line=data.count(b"\n", 0, e.start) + 1) from None
 
 
 def load_scenario_text(text: str, path: str = "<string>",

@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from lab.errors import CheckError
@@ -54,18 +55,47 @@ def read_jsonl(path: str | os.PathLike[str], what: str) -> Iterator[tuple[int, A
     """(line number, value) of every non-blank line of a JSON-lines file (a trace, a
     history); an unreadable file or a line that is not JSON is a CheckError naming path:line."""
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")
     except OSError as e:
         raise CheckError(f"{path}: cannot read {what}: {e.strerror or e}") from None
     with f:
-        for lineno, line in enumerate(f, 1):
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise CheckError(f"{path}:{lineno}: not UTF-8 text (a {what} is JSON lines): "
+                                 f"{e.reason}") from None
             if not line.strip():
                 continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CheckError(f"{path}:{lineno}: not JSON: {e.msg}") from None
-            yield lineno, value
+            yield lineno, json_value(line, path, lineno)
+
+
+def json_value(text: str, path: str | os.PathLike[str], lineno: int | None = None) -> Any:
+    """The JSON value of ``text`` (line ``lineno`` of ``path``, or the whole file): a CheckError
+    ``path:line: not JSON`` for anything Python's parser refuses or cannot take (a number of
+    5,000 digits, 100,000 nested brackets)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckError(f"{path}:{lineno or e.lineno}: not JSON: {e.msg}") from None
+    except (ValueError, RecursionError) as e:
+        what = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise CheckError(f"{path}{f':{lineno}' if lineno else ''}: not JSON this reader takes: "
+                         f"{what}") from None
+
+
+def read_json(path: str | os.PathLike[str], what: str) -> Any:
+    """The JSON value in file ``path`` (a run's final.json); CheckError naming path:line."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise CheckError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise CheckError(f"{path}:{line}: not UTF-8 text ({what} is JSON): {e.reason}") from None
+    return json_value(text, path)
 
 
 def read_trace(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -350,6 +350,8 @@ def check_ops(ops: Sequence[Op], model: str = "kv", time_limit: float = 30.0,
         detail = (f"undecided for {len(unknown)} of {len(keys)} keys ({', '.join(reasons)}; "
                   f"limit {time_limit:g}s)")
         return Verdict(NAME, UNKNOWN, detail, data)
+    if not ops:
+        return Verdict(NAME, HOLDS, "no client operations in the history: holds vacuously", data)
     return Verdict(NAME, HOLDS, f"{len(ops)} ops on {len(keys)} keys linearizable", data)
 
 
@@ -368,15 +370,20 @@ FORMATS = ("jsonl", "edn")
 def check_history_file(path: str | Path, model: str = "kv", time_limit: float = 30.0,
                        fmt: str = "jsonl") -> Verdict:
     """``zlab check --history FILE [--format edn] --model kv``: load, validate, check. ``edn``
-    reads Jepsen's history.edn (lab/jepsen_edn.py)."""
+    reads Jepsen's history.edn (lab/jepsen_edn.py). A file without a client operation is a
+    CheckError: there is nothing to check, and "holds" would say otherwise."""
     if model not in MODELS:
         raise CheckError(f"unknown model {model!r} (known: {', '.join(sorted(MODELS))})")
     if fmt == "edn":
         from lab.jepsen_edn import load_edn_history
-        return check_events(load_edn_history(path), model, time_limit)
-    if fmt != "jsonl":
+        events = load_edn_history(path)
+    elif fmt == "jsonl":
+        events = load_history(path)
+    else:
         raise CheckError(f"unknown history format {fmt!r} (known: {', '.join(FORMATS)})")
-    return check_events(load_history(path), model, time_limit)
+    if not events:
+        raise CheckError(f"{path}: no client operations in this history: nothing to check")
+    return check_events(events, model, time_limit)
 
 
 CHECKS = {NAME: check}
