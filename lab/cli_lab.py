@@ -222,6 +222,7 @@ def _faults_text(b: AgentBackend) -> str:
 
 
 def cmd_fault(args: argparse.Namespace) -> int:
+    check_fault_args(args)
     with attached(args.name) as b:
         msg = apply_fault(b, args)
     print(msg)
@@ -246,14 +247,28 @@ def _value(parse: Any, text: str, what: str) -> Any:
         raise ConfigError(f"{what}: {e}") from None
 
 
+def check_fault_args(args: argparse.Namespace) -> None:
+    """What a `zlab fault` command line gets wrong on its own, before attaching to the lab."""
+    if args.action == "partition":
+        empty = [i for i, g in enumerate(args.groups, 1) if not [n for n in g.split(",") if n.strip()]]
+        if empty:
+            raise ConfigError(f"partition: group {empty[0]} names no node "
+                              "(groups are comma-separated names: partition n1,n2 n3,n4,n5)")
+    if args.action in ("delay", "loss") and args.to is not None and args.to == args.node:
+        raise ConfigError(f"--to {args.to}: a node has no link to itself (--to names another node)")
+
+
 def apply_fault(b: AgentBackend, args: argparse.Namespace) -> str:
     """Do one `zlab fault` action on an attached backend; returns the line to print."""
     a = args.action
     if a == "partition":
-        groups = [[_node(b, n) for n in g.split(",") if n] for g in args.groups]
+        groups = [[_node(b, n.strip()) for n in g.split(",") if n.strip()] for g in args.groups]
         if len(groups) < 2 and not args.oneway:
             raise ConfigError("a partition needs at least two groups, e.g. n1,n2 n3,n4,n5")
         cuts = partition_cuts(groups, oneway=args.oneway)
+        if not cuts:
+            raise ConfigError("this partition cuts no link (every pair shares a group); "
+                              "to undo a partition, `zlab fault NAME heal`")
         mech = b.set_cuts(cuts)
         return f"partition {' | '.join(','.join(g) for g in groups)}: {len(cuts)} directed links cut ({mech})"
     if a in ("delay", "loss"):
