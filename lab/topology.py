@@ -57,6 +57,8 @@ REVERTIBLE = ("partition", "crash", "pause", *LINK_ACTIONS)   # may carry `for:`
 ONEWAY_ACTIONS = ("partition", *LINK_ACTIONS)
 HEAL_WHAT = ("all", "partition", "links", "network")
 MAX_NODES = 1000
+# ops/s a workload may offer: its arrivals are events, and past this a run never ends
+MAX_RATE = 100_000
 # Node names become host names, container names and trace `node` values; `lab` is the
 # orchestrator's own trace name and the symbols would make targets ambiguous.
 RESERVED_NAMES = frozenset((*TARGET_SYMBOLS, "lab"))
@@ -564,6 +566,8 @@ class _Loader:
             timeout=m["timeout"].duration() if "timeout" in m else WorkloadSpec.timeout,
             params={k: v.value() for k, v in m.items() if k not in WORKLOAD_KEYS},
         )
+        if spec.rate is not None and spec.rate > MAX_RATE:
+            raise m["rate"].error(f"at most {MAX_RATE}/s")
         if spec.rate is not None and spec.concurrency is not None:
             raise m["concurrency"].error("set rate (open loop) or concurrency (closed loop), not both")
         if kind != "none" and spec.duration <= 0:

@@ -7,6 +7,7 @@ callers that know a file and line (the YAML loader) add them.
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)\s*$")
@@ -17,9 +18,9 @@ def parse_duration(value: object) -> float:
     """``"150ms"`` -> 0.15 (seconds). Numbers are refused: a bare 5 is ambiguous."""
     if isinstance(value, str):
         m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _SCALE[m.group(2)]
-    raise ValueError(f"expected a duration like 5s or 150ms, got {value!r}")
+        if m and math.isfinite(seconds := float(m.group(1)) * _SCALE[m.group(2)]):
+            return seconds
+    raise ValueError(f"expected a duration like 5s or 150ms, got {_cut(value)}")
 
 
 def parse_percent(value: object) -> float:
@@ -32,7 +33,7 @@ def parse_percent(value: object) -> float:
         else:
             if 0.0 <= p <= 100.0:
                 return p / 100.0
-    raise ValueError(f"expected a percentage like 5% (0% to 100%), got {value!r}")
+    raise ValueError(f"expected a percentage like 5% (0% to 100%), got {_cut(value)}")
 
 
 def parse_rate(value: object) -> float:
@@ -43,9 +44,9 @@ def parse_rate(value: object) -> float:
         except ValueError:
             pass
         else:
-            if r > 0:
+            if r > 0 and math.isfinite(r):
                 return r
-    raise ValueError(f"expected a rate like 100/s, got {value!r}")
+    raise ValueError(f"expected a rate like 100/s, got {_cut(value)}")
 
 
 _BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)\s*$", re.IGNORECASE)
@@ -56,9 +57,15 @@ def parse_bitrate(value: object) -> int:
     """``"1mbit"`` -> 1_000_000 (bits per second), the unit tc uses."""
     if isinstance(value, str):
         m = _BITRATE.match(value)
-        if m:
-            return int(float(m.group(1)) * _BITS[m.group(2).lower()])
-    raise ValueError(f"expected a bit rate like 1mbit or 500kbit, got {value!r}")
+        if m and math.isfinite(bits := float(m.group(1)) * _BITS[m.group(2).lower()]):
+            return int(bits)
+    raise ValueError(f"expected a bit rate like 1mbit or 500kbit, got {_cut(value)}")
+
+
+def _cut(value: object) -> str:
+    """``repr(value)`` short enough for a one-line error, however long the value."""
+    text = repr(value) if not isinstance(value, (list, dict)) else f"a {type(value).__name__}"
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def format_duration(seconds: float) -> str:
