@@ -14,7 +14,6 @@ stderr: ``zlab: <what and where>``), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import sys
@@ -24,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from lab.cliargs import seconds_arg, seed_arg
 from lab.errors import ConfigError, LabError
 
 EXIT_BAD_INPUT = 3
@@ -73,31 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     from lab import cli_lab  # up/status/fault/client/logs/down
     cli_lab.add_commands(sub)
     return p
-
-
-MAX_SEED = 2**63 - 1      # what a scenario's `seed:` may be (lab/topology.py)
-
-
-def seed_arg(text: str) -> int:
-    """``--seed``: a whole number from 0 to 2**63-1, as a scenario's ``seed:``."""
-    try:
-        seed = int(text)
-    except ValueError:
-        seed = -1
-    if not 0 <= seed <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**63-1, got {text[:40]!r}")
-    return seed
-
-
-def seconds_arg(text: str) -> float:
-    """``--time-limit``: seconds, a number above 0."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text[:40]!r}")
-    return seconds
 
 
 def _interrupt(signum: int, frame: object) -> None:

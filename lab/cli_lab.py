@@ -29,6 +29,7 @@ from typing import Any
 from lab import labstate
 from lab.backends import backend_class
 from lab.backends.agents import AgentBackend
+from lab.cliargs import seed_arg
 from lab.clientrule import Tally, client_rule_of
 from lab.errors import BackendError, ConfigError, LabError
 from lab.targets import partition_cuts
@@ -45,7 +46,6 @@ def add_commands(sub: Any) -> None:
     up.add_argument("topology", help="topology YAML file")
     up.add_argument("--name", help="lab name (default: the topology's name)")
     up.add_argument("--backend", default="local", choices=["local", "docker"], help="runtime (default: local)")
-    from lab.cli import seed_arg
     up.add_argument("--seed", type=seed_arg, default=None, help="seed (default: the topology's, else random)")
     up.set_defaults(func=cmd_up)
 

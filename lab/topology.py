@@ -16,7 +16,6 @@ import dataclasses
 import difflib
 import math
 import re
-import reprlib
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -42,7 +41,14 @@ from lab.targets import REST_USE
 from lab.targets import SYMBOLS as TARGET_SYMBOLS
 from nodes import protocols
 from nodes.protocols.core import ConfigValueError, Core, NodesError, build_config
-from nodes.units import format_duration, parse_bitrate, parse_duration, parse_percent, parse_rate
+from nodes.units import (
+    format_duration,
+    parse_bitrate,
+    parse_duration,
+    parse_percent,
+    parse_rate,
+    shown,
+)
 
 TOP_KEYS = ("name", "description", "protocol", "nodes", "config", "network", "workload",
             "faults", "checks", "expect", "seed", "settle",
@@ -72,14 +78,6 @@ MAX_DEPTH = 64
 # Values that aliases may add to a document beyond what it spells out: a few `<<: *defaults`
 # add hundreds; a "billion laughs" document would add billions.
 MAX_ALIASED = 100_000
-_short = reprlib.Repr()
-_short.maxstring, _short.maxother, _short.maxlevel = 60, 60, 3
-
-
-def shown(value: Any) -> str:
-    """``repr(value)`` cut to a readable length, however big the value is."""
-    text = _short.repr(value)
-    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def workload_kinds() -> tuple[str, ...]:
@@ -92,7 +90,7 @@ def parse_distribution(value: object) -> str:
     """The shape of a link's jitter: one of :data:`DISTRIBUTIONS`."""
     if value in DISTRIBUTIONS:
         return value  # type: ignore[return-value]
-    raise ValueError(f"expected one of {', '.join(DISTRIBUTIONS)}, got {value!r}")
+    raise ValueError(f"expected one of {', '.join(DISTRIBUTIONS)}, got {shown(value)}")
 
 
 # A link's settings in YAML (each a LinkParams field) -> its parser.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)\s*$")
 _SCALE = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -20,7 +21,7 @@ def parse_duration(value: object) -> float:
         m = _DURATION.match(value)
         if m and math.isfinite(seconds := float(m.group(1)) * _SCALE[m.group(2)]):
             return seconds
-    raise ValueError(f"expected a duration like 5s or 150ms, got {_cut(value)}")
+    raise ValueError(f"expected a duration like 5s or 150ms, got {shown(value)}")
 
 
 def parse_percent(value: object) -> float:
@@ -33,7 +34,7 @@ def parse_percent(value: object) -> float:
         else:
             if 0.0 <= p <= 100.0:
                 return p / 100.0
-    raise ValueError(f"expected a percentage like 5% (0% to 100%), got {_cut(value)}")
+    raise ValueError(f"expected a percentage like 5% (0% to 100%), got {shown(value)}")
 
 
 def parse_rate(value: object) -> float:
@@ -46,7 +47,7 @@ def parse_rate(value: object) -> float:
         else:
             if r > 0 and math.isfinite(r):
                 return r
-    raise ValueError(f"expected a rate like 100/s, got {_cut(value)}")
+    raise ValueError(f"expected a rate like 100/s, got {shown(value)}")
 
 
 _BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)\s*$", re.IGNORECASE)
@@ -59,13 +60,18 @@ def parse_bitrate(value: object) -> int:
         m = _BITRATE.match(value)
         if m and math.isfinite(bits := float(m.group(1)) * _BITS[m.group(2).lower()]):
             return int(bits)
-    raise ValueError(f"expected a bit rate like 1mbit or 500kbit, got {_cut(value)}")
+    raise ValueError(f"expected a bit rate like 1mbit or 500kbit, got {shown(value)}")
 
 
-def _cut(value: object) -> str:
-    """``repr(value)`` short enough for a one-line error, however long the value."""
-    text = repr(value) if not isinstance(value, (list, dict)) else f"a {type(value).__name__}"
-    return text if len(text) <= 80 else f"{text[:77]}..."
+_short = reprlib.Repr()
+_short.maxstring, _short.maxother, _short.maxlevel = 60, 60, 3
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` cut for a one-line error message, however big the value is (reprlib
+    looks at a few items of each list and a few levels, never the whole value)."""
+    text = _short.repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def format_duration(seconds: float) -> str:

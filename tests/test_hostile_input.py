@@ -316,3 +316,49 @@ def test_a_bug_is_one_line_that_says_internal_error(capsys: pytest.CaptureFixtur
     monkeypatch.setenv("ZLAB_DEBUG", "1")
     code, err = run_cli(["protocols"], capsys)
     assert code == 3 and "Traceback" in err and err.splitlines()[-1].startswith("zlab: internal error")
+
+
+# -- every value of shipped scenarios, replaced by something hostile ----------------------------------
+
+MUTATED = ("raft-partition", "2pc-coordinator-crash", "paxos-duel", "pbft-7-byzantine",
+           "gossip-partition", "swim-crash-loss", "multipaxos-leader-crash")
+HOSTILE_VALUES: list[object] = [None, [], {}, -1, 2**70, 1.5, True, "", "x" * 5000, "9" * 400 + "s",
+                                [[[[[[[[[["deep"]]]]]]]]]], {"name": {"name": None}}]
+
+
+def _paths(value: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    out = [path] if path else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        out += _paths(child, (*path, key))
+    return out
+
+
+def _replaced(data: object, path: tuple[object, ...], new: object) -> object:
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(data, dict):
+        return {k: _replaced(v, rest, new) if k == head else v for k, v in data.items()}
+    return [_replaced(v, rest, new) if i == head else v for i, v in enumerate(data)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", MUTATED)
+def test_every_value_of_a_scenario_replaced_loads_or_is_refused(name: str) -> None:
+    """Each value of a shipped scenario, replaced by each hostile value, either still loads or is
+    refused as a LabError: no TypeError, KeyError or other crash in the loader."""
+    import yaml
+    data = yaml.safe_load((ROOT / "topologies" / f"{name}.yaml").read_text())
+    refused = 0
+    for path in _paths(data):
+        for value in HOSTILE_VALUES:
+            text = yaml.safe_dump(_replaced(data, path, value), sort_keys=False)
+            try:
+                load_scenario_text(text, path=f"{name}.yaml")
+            except LabError as e:
+                refused += 1
+                assert len(str(e)) < 1000, str(e)[:300]
+            except Exception as e:  # noqa: BLE001 - the point: name the path that crashed
+                raise AssertionError(f"{name}: {path} = {str(value)[:40]!r}: "
+                                     f"{type(e).__name__}: {e}") from e
+    assert refused > len(_paths(data)), "most replacements should be refused"

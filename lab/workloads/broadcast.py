@@ -28,6 +28,7 @@ from lab.scenario import Scenario, WorkloadSpec
 from lab.workloads import Workload
 from nodes.protocols import get as get_protocol
 from nodes.protocols.core import ConfigValueError, build_config
+from nodes.units import shown
 
 
 class BroadcastWorkload(Workload):
@@ -50,7 +51,7 @@ class BroadcastWorkload(Workload):
     def _fraction(self, p: dict[str, Any], name: str) -> float:
         value = p.get(name, 0.0)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ConfigError(f"expected a fraction from 0 to 1, got {value!r}",
+            raise ConfigError(f"expected a fraction from 0 to 1, got {shown(value)}",
                               path=self.scenario.source, field=f"workload.{name}")
         return float(value)
 

@@ -14,6 +14,7 @@ from typing import Any
 from lab.errors import ConfigError
 from lab.scenario import Scenario, WorkloadSpec
 from lab.workloads import Workload
+from nodes.units import shown
 
 
 class KvWorkload(Workload):
@@ -93,9 +94,9 @@ class KvWorkload(Workload):
 def _param(params: dict[str, Any], name: str, default: Any, kind: type, scenario: Scenario) -> Any:
     value = params.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise ConfigError(f"expected a number, got {value!r}", path=scenario.source,
+        raise ConfigError(f"expected a number, got {shown(value)}", path=scenario.source,
                           field=f"workload.{name}")
     if value < 0:
-        raise ConfigError(f"must not be negative, got {value!r}", path=scenario.source,
+        raise ConfigError(f"must not be negative, got {shown(value)}", path=scenario.source,
                           field=f"workload.{name}")
     return kind(value)

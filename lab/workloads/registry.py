@@ -8,6 +8,7 @@ from lab.errors import ConfigError
 from lab.scenario import Scenario, WorkloadSpec
 from lab.workloads import Workload
 from nodes.loader import load
+from nodes.units import shown
 
 _WORKLOADS = {
     "kv": "lab.workloads.kv:KvWorkload",
@@ -34,6 +35,6 @@ def workload_for(spec: WorkloadSpec, scenario: Scenario, rng: Random) -> Workloa
         return None
     cls = workload_class(spec.kind)
     if cls is None:
-        raise ConfigError(f"unknown workload kind {spec.kind!r} (known: none, {', '.join(kinds())})",
+        raise ConfigError(f"unknown workload kind {shown(spec.kind)} (known: none, {', '.join(kinds())})",
                           path=scenario.source, field="workload.kind")
     return cls(spec, scenario, rng)

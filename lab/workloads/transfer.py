@@ -30,6 +30,7 @@ from lab.workloads import Workload
 from nodes.protocols import get as get_protocol
 from nodes.protocols.commit import roles
 from nodes.protocols.core import ConfigValueError, build_config
+from nodes.units import shown
 
 
 class TransferWorkload(Workload):
@@ -42,20 +43,20 @@ class TransferWorkload(Workload):
         p = dict(spec.params)
         for name, have in (("accounts", self.accounts), ("initial_balance", self.initial_balance)):
             if name in p and p[name] != have:
-                raise self._error(f"is {p[name]!r} but the protocol's config.{name} is {have}; "
+                raise self._error(f"is {shown(p[name])} but the protocol's config.{name} is {have}; "
                                   f"set config.{name} (the participants create the accounts)", name)
         low_high = p.get("amount", [1, 20])
         if (not isinstance(low_high, (list, tuple)) or len(low_high) != 2
                 or not all(isinstance(v, int) and not isinstance(v, bool) for v in low_high)
                 or not 1 <= low_high[0] <= low_high[1]):
-            raise self._error(f"expected [low, high] whole numbers with 1 <= low <= high, got {low_high!r}",
+            raise self._error(f"expected [low, high] whole numbers with 1 <= low <= high, got {shown(low_high)}",
                               "amount")
         self.amount = (int(low_high[0]), int(low_high[1]))
         ap = p.get("abort_probability", 0.0)
         if isinstance(ap, str) and ap.strip().endswith("%"):
             ap = float(ap.strip()[:-1]) / 100.0
         if isinstance(ap, bool) or not isinstance(ap, (int, float)) or not 0.0 <= ap <= 1.0:
-            raise self._error(f"expected a fraction 0..1 or a percentage, got {ap!r}", "abort_probability")
+            raise self._error(f"expected a fraction 0..1 or a percentage, got {shown(ap)}", "abort_probability")
         self.abort_probability = float(ap)
         if self.accounts < 2:
             raise self._error("a transfer needs at least 2 accounts", "accounts")

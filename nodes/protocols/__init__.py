@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nodes.loader import load
 from nodes.protocols.core import Core
+from nodes.units import shown
 
 # name -> "module:Class"; imported lazily so a broken protocol does not break the others.
 _REGISTRY = {
@@ -28,5 +29,5 @@ def get(name: str) -> type[Core]:
     try:
         target = _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown protocol {name!r} (known: {', '.join(names())})") from None
+        raise KeyError(f"unknown protocol {shown(name)} (known: {', '.join(names())})") from None
     return load(target)

@@ -49,10 +49,11 @@ Contract for the runtime (``lab/sim``, ``nodes/agent.py``):
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from nodes.units import parse_bitrate, parse_duration, parse_percent, parse_rate
+from nodes.units import parse_bitrate, parse_duration, parse_percent, parse_rate, shown
 
 if TYPE_CHECKING:
     from nodes.signing import Keyring
@@ -188,7 +189,7 @@ class Core:
         for name, spec in nodes.items():
             for role in role_names(spec.get("role")):
                 if role not in cls.node_roles:
-                    raise NodesError(f"{cls.name} has no role {role!r} "
+                    raise NodesError(f"{cls.name} has no role {shown(role)} "
                                      f"(its roles: {', '.join(cls.node_roles)})", name)
 
     @classmethod
@@ -238,37 +239,37 @@ def convert(unit: str, value: Any) -> Any:
     """A YAML value in ``unit`` (see :class:`Tunables`) as Python: seconds, fractions, ints...
     Raises ValueError saying what was expected. Checker parameters use the same units."""
     if unit == "s":
-        return value if isinstance(value, float) else parse_duration(value)
+        return value if isinstance(value, float) and math.isfinite(value) else parse_duration(value)
     if unit == "s-range":
         if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise ValueError(f"expected a range like [150ms, 300ms], got {value!r}")
+            raise ValueError(f"expected a range like [150ms, 300ms], got {shown(value)}")
         lo, hi = (convert("s", v) for v in value)
         if lo > hi:
             raise ValueError(f"range low end {lo}s is above its high end {hi}s")
         return (lo, hi)
     if unit == "%":
-        return value if isinstance(value, float) else parse_percent(value)
+        return value if isinstance(value, float) and math.isfinite(value) else parse_percent(value)
     if unit == "/s":
         return parse_rate(value)
     if unit == "bit/s":
         return parse_bitrate(value)
     if unit == "count":
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"expected a whole number >= 0, got {value!r}")
+            raise ValueError(f"expected a whole number >= 0, got {shown(value)}")
         return value
     if unit == "bool":
         if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {value!r}")
+            raise ValueError(f"expected true or false, got {shown(value)}")
         return value
     if unit == "name":
         if not isinstance(value, str):
-            raise ValueError(f"expected a name, got {value!r}")
+            raise ValueError(f"expected a name, got {shown(value)}")
         return value
     if unit == "names":
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"expected a list of names, got {value!r}")
+            raise ValueError(f"expected a list of names, got {shown(value)}")
         return tuple(value)
     raise AssertionError(f"unknown unit {unit!r}")
 
@@ -284,9 +285,9 @@ def build_config(core: type[Core], raw: Mapping[str, Any] | None) -> Tunables:
     values: dict[str, Any] = {}
     preset = raw.pop("preset", None)
     if preset is not None:
-        if preset not in core.presets:
+        if not isinstance(preset, str) or preset not in core.presets:
             known = ", ".join(sorted(core.presets)) or "none"
-            raise ConfigValueError("preset", f"unknown preset {preset!r} (known: {known})")
+            raise ConfigValueError("preset", f"unknown preset {shown(preset)} (known: {known})")
         values.update(core.presets[preset])
     values.update(raw)
     out: dict[str, Any] = {}
@@ -302,7 +303,7 @@ def build_config(core: type[Core], raw: Mapping[str, Any] | None) -> Tunables:
     for bug in out.get("bugs", ()):
         if bug not in core.bugs:
             known = ", ".join(sorted(core.bugs)) or "none"
-            raise ConfigValueError("bugs", f"{core.name} has no bug named {bug!r} (known: {known})")
+            raise ConfigValueError("bugs", f"{core.name} has no bug named {shown(bug)} (known: {known})")
     return core.tunables(**out)
 
 

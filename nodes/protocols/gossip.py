@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from nodes.protocols.core import ConfigValueError, Context, Core, Tunables
+from nodes.units import shown
 
 MODES = ("push", "pull", "push_pull")
 STOPS = ("none", "counter", "coin")
@@ -153,9 +154,9 @@ class GossipConfig(Tunables):
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ConfigValueError("mode", f"expected one of {', '.join(MODES)}, got {self.mode!r}")
+            raise ConfigValueError("mode", f"expected one of {', '.join(MODES)}, got {shown(self.mode)}")
         if self.stop not in STOPS:
-            raise ConfigValueError("stop", f"expected one of {', '.join(STOPS)}, got {self.stop!r}")
+            raise ConfigValueError("stop", f"expected one of {', '.join(STOPS)}, got {shown(self.stop)}")
         if self.fanout and self.interval <= 0:
             raise ConfigValueError("interval", f"must be above 0 when fanout is set, got {self.interval}s")
         if self.stop != "none" and self.stop_k < 1:

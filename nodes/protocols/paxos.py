@@ -34,6 +34,7 @@ from nodes.protocols import synod
 from nodes.protocols.core import ConfigValueError, Context, Core, Tunables
 from nodes.protocols.fsm import Table, to_mermaid
 from nodes.protocols.synod import ACCEPTOR, LEARNER, PROPOSER, Ballot
+from nodes.units import shown
 
 MSG_PREPARE, MSG_PROMISE = "prepare", "promise"
 MSG_ACCEPT, MSG_ACCEPTED = "accept", "accepted"
@@ -104,7 +105,7 @@ class PaxosConfig(Tunables):
             raise ConfigValueError("retry_timeout", f"must be above 0, got {self.retry_timeout}s")
         if self.backoff not in synod.BACKOFFS:
             raise ConfigValueError("backoff", f"expected one of {', '.join(synod.BACKOFFS)}, "
-                                   f"got {self.backoff!r}")
+                                   f"got {shown(self.backoff)}")
         if not 0 < self.backoff_base <= self.backoff_max:
             raise ConfigValueError("backoff_base", "must be above 0 and at most backoff_max")
 

@@ -1,0 +1,31 @@
+"""Argument types the command line shares (``zlab run``, ``check``, ``up``): a bad value is a
+usage error, which the CLI reports as one line with exit 3."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+MAX_SEED = 2**63 - 1      # what a scenario's `seed:` may be (lab/topology.py)
+
+
+def seed_arg(text: str) -> int:
+    """``--seed``: a whole number from 0 to 2**63-1, as a scenario's ``seed:``."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**63-1, got {text[:40]!r}")
+    return seed
+
+
+def seconds_arg(text: str) -> float:
+    """``--time-limit``: seconds, a number above 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text[:40]!r}")
+    return seconds
