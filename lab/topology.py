@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import gc
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from random import Random
@@ -279,10 +281,24 @@ def _read_text(path: str) -> str:
 
 def load_scenario_text(text: str, path: str = "<string>",
                        known_checks: set[str] | None = None) -> Scenario:
-    root = compose_yaml(text, path)
-    if root is None:
-        raise ConfigError("the file is empty", path=path)
-    return _Loader(_Y(root, "", _Doc(path)), known_checks).scenario()
+    with _no_gc():
+        root = compose_yaml(text, path)
+        if root is None:
+            raise ConfigError("the file is empty", path=path)
+        return _Loader(_Y(root, "", _Doc(path)), known_checks).scenario()
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cycle collector paused while a file becomes a million small objects, none of them
+    garbage yet: it would walk them all again and again (half the time of a 5 MB file)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def compose_yaml(text: str, path: str) -> yaml.Node | None:
@@ -304,40 +320,45 @@ def compose_yaml(text: str, path: str) -> yaml.Node | None:
 
 
 def _check_shape(root: yaml.Node, path: str) -> None:
-    """Refuse what would blow up later: too deep a tree, a cycle, a billion laughs. One pass,
-    each distinct node once (an alias is the node it names, met again)."""
+    """Refuse what would blow up later: too deep a tree, a cycle, a billion laughs. One pass
+    over the lists and mappings, each distinct one once (an alias is the node it names, met
+    again); a scalar counts one and is never walked (a bomb multiplies lists or mappings)."""
     expanded: dict[int, int] = {}        # id(node) -> values it stands for, aliases expanded
     aliased = 0
     open_: set[int] = set()              # nodes whose children are still being walked
-    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    # (node, depth, None) to walk; (node, depth, (scalar children, other children)) once walked
+    stack: list[tuple[yaml.Node, int, tuple[int, list[yaml.Node]] | None]] = [(root, 1, None)]
     while stack:
-        node, depth, done = stack.pop()
+        node, depth, walked = stack.pop()
         key = id(node)
-        children = node.value if isinstance(node, yaml.SequenceNode) else [
-            part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else ()
-        if done:
+        if walked is not None:
             open_.discard(key)
-            expanded[key] = 1 + sum(expanded[id(c)] for c in children)
+            expanded[key] = 1 + walked[0] + sum(expanded[id(c)] for c in walked[1])
             continue
-        line = node.start_mark.line + 1
+        if isinstance(node, yaml.ScalarNode):
+            continue
         if key in expanded:              # met again: an alias repeats the whole value
             aliased += expanded[key]
             if aliased > MAX_ALIASED:
                 raise ConfigError(f"aliases of the value anchored here expand the document by more "
                                   f"than {MAX_ALIASED:,} values (refused: a YAML bomb)",
-                                  path=path, line=line)
+                                  path=path, line=node.start_mark.line + 1)
             continue
         if key in open_:
             raise ConfigError("a value that contains itself (an alias inside its own anchor)",
-                              path=path, line=line)
+                              path=path, line=node.start_mark.line + 1)
         if depth > MAX_DEPTH:
-            raise ConfigError(f"nested too deeply (at most {MAX_DEPTH} levels)", path=path, line=line)
-        if not children:
-            expanded[key] = 1
+            raise ConfigError(f"nested too deeply (at most {MAX_DEPTH} levels)", path=path,
+                              line=node.start_mark.line + 1)
+        items = node.value if isinstance(node, yaml.SequenceNode) else [
+            part for pair in node.value for part in pair]
+        inner = [c for c in items if not isinstance(c, yaml.ScalarNode)]
+        if not inner:                    # most of a big file: a mapping of scalars
+            expanded[key] = 1 + len(items)
             continue
         open_.add(key)
-        stack.append((node, depth, True))
-        stack.extend((c, depth + 1, False) for c in reversed(children))
+        stack.append((node, depth, (len(items) - len(inner), inner)))
+        stack.extend((c, depth + 1, None) for c in inner)
 
 
 def parse_fault(step: Mapping[str, Any], scenario: Scenario, where: str = "fault") -> FaultStep:
