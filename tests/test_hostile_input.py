@@ -230,6 +230,9 @@ COMMANDS: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("status-name-300", lambda t: ["status", "a" * 300], "bad lab name"),
     ("down-name-with-slash", lambda t: ["down", "../x"], "bad lab name"),
     ("protocol-unknown", lambda t: ["protocols", "nope"], "nope"),
+    ("out-not-a-directory", lambda t: ["run", _scenario(t), "--backend", "sim", "--out", "/dev/null/x"],
+     "/dev/null/x: Not a directory"),
+    ("logs-lines-word", lambda t: ["logs", "L", "n1", "--lines", "many"], "--lines"),
     ("unknown-flag", lambda t: ["run", _scenario(t), "--fast"], "unrecognized arguments"),
     ("unknown-command", lambda t: ["explode"], "invalid choice"),
 ]
