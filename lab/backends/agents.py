@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 import zmq
 
+from lab import labstate
 from lab.agent_client import AgentClient
 from lab.backends.base import Backend, Cut
 from lab.errors import BackendError
@@ -70,6 +71,10 @@ class AgentBackend(Backend):
         # A run's keys live in .zlab/<lab>/ and go with the run; `zlab up` keeps its state dir.
         self.ephemeral = state_dir is None
         self.state_dir = os.path.abspath(state_dir or os.path.join(zlab_home(), self.lab))
+        self._claimed = False          # whether start() claimed state_dir (and so may remove it)
+        # Marks everything this start creates (docker labels it): a failed start removes that
+        # and nothing else, not another lab that happens to share the name.
+        self.run_id = os.urandom(6).hex()
         self.detached = detached
         # all | protocol (no send/recv lines: for benchmarks) | none; see nodes/tracelog.py
         self.trace_level = os.environ.get("ZLAB_TRACE", "all")
@@ -146,9 +151,19 @@ class AgentBackend(Backend):
         return None if self.detached else os.getpid()
 
     # -- lifecycle -------------------------------------------------------------------------
+    def claim_record(self) -> dict[str, Any]:
+        """What the lab directory's claim says about this lab, for whoever finds it orphaned."""
+        return {"kind": self.kind, "lab": self.lab, "run": self.run_id,
+                "command": "up" if self.detached else "run"}
+
     def start(self) -> None:
         self.t0 = time.time()
         self.mono0 = time.monotonic()
+        if self.ephemeral and not self._claimed:
+            # Before anything starts: the spec files and keys go below this directory, so a
+            # killed run's agents can be found by `zlab down --all` (`zlab up` claims its own).
+            labstate.claim(self.state_dir, self.claim_record())
+            self._claimed = True
         try:
             self.keys = ensure_keys(os.path.join(self.state_dir, "keys"))
             if self._core_signs():
@@ -174,8 +189,9 @@ class AgentBackend(Backend):
         for c in self.clients.values():
             c.close()
         self.clients.clear()
-        if self.ephemeral:
+        if self.ephemeral and self._claimed:
             shutil.rmtree(self.state_dir, ignore_errors=True)
+            self._claimed = False
 
     def _core_signs(self) -> bool:
         from nodes.protocols import get
@@ -472,7 +488,7 @@ class AgentBackend(Backend):
     def save_state(self) -> dict[str, Any]:
         """What `zlab up` writes to the lab's state file; :meth:`attach` reads it back."""
         return {
-            "kind": self.kind, "lab": self.lab, "seed": self.seed, "workdir": self.workdir,
+            "kind": self.kind, "lab": self.lab, "run": self.run_id, "seed": self.seed, "workdir": self.workdir,
             "state_dir": self.state_dir, "t0": self.t0, "nodes": self.names,
             "addresses": {n: dataclasses.asdict(a) for n, a in self.addresses.items()},
             "keys_dir": self.keys.dir if self.keys else None,
@@ -489,6 +505,7 @@ class AgentBackend(Backend):
         b = cls(scenario, state["seed"], state["workdir"], lab=state["lab"],
                 state_dir=state["state_dir"], detached=True)
         b.t0 = state["t0"]
+        b.run_id = state.get("run") or ""        # "" : a state file from before run ids
         b.mono0 = time.monotonic() - (time.time() - b.t0)
         from lab.keys import load_keys
         b.keys = load_keys(state["keys_dir"])

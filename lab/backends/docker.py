@@ -31,15 +31,18 @@ says how a node is a container and how faults reach the kernel:
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import io
 import os
 import re
 import shlex
 import socket
 import tarfile
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, ClassVar
@@ -58,7 +61,7 @@ SPEC_DIR = "/etc/zlab"
 SPEC_PATH = f"{SPEC_DIR}/spec.json"
 KEY_FILES = {"server_secret_file": f"{SPEC_DIR}/server.key_secret",   # spec key -> path in the node
              "client_public_file": f"{SPEC_DIR}/client.key"}
-LABEL_LAB, LABEL_NODE, LABEL_OWNER = "zlab.lab", "zlab.node", "zlab.owner"
+LABEL_LAB, LABEL_NODE, LABEL_OWNER, LABEL_RUN = "zlab.lab", "zlab.node", "zlab.owner", "zlab.run"
 SUBNET_PREFIX = os.environ.get("ZLAB_SUBNET_PREFIX", "10.213")   # labs get <prefix>.<k>.0/24
 FIRST_HOST = 10                  # node i gets .<FIRST_HOST + i>; .1 is the bridge
 MAX_NODES = 254 - FIRST_HOST
@@ -147,6 +150,23 @@ def parse_probe(output: str) -> nf.Caps:
     return nf.Caps(**{cap: found.get(cap) == "1" for cap in ("netem", "htb", "tbf", "iptables")})
 
 
+@contextlib.contextmanager
+def _network_lock() -> Iterator[None]:
+    """Held while a lab's network name is looked for and taken: one lock for every zlab on this
+    host (the engine is local; a lab on a remote engine has only the engine's own check)."""
+    path = os.path.join(tempfile.gettempdir(), "zlab-docker-networks.lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield                    # an unwritable tmp: the engine's check is all there is
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _free_port() -> int:
     """A free TCP port on 127.0.0.1 for a node's control port (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -219,8 +239,13 @@ class DockerBackend(AgentBackend):
     def container(self, node: str) -> str:
         return docker_name(f"{self.lab}-{node}")
 
+    def volume(self, node: str) -> str:
+        """The node's volume: named for this start too, so a lab never mounts a volume another
+        lab (or an earlier one of the same name) left behind, and never removes one it did not make."""
+        return docker_name(f"{self.lab}-{node}-{self.run_id}")
+
     def labels(self, node: str | None = None) -> dict[str, str]:
-        out = {LABEL_LAB: self.lab, LABEL_OWNER: self.owner}
+        out = {LABEL_LAB: self.lab, LABEL_OWNER: self.owner, LABEL_RUN: self.run_id}
         if node is not None:
             out[LABEL_NODE] = node
         return out
@@ -254,29 +279,37 @@ class DockerBackend(AgentBackend):
 
     def _create_network(self) -> None:
         """The lab's bridge with a /24 of its own; the third octet starts at a hash of the lab's
-        name and moves on while the engine reports an overlap (another lab holds it)."""
+        name and moves on while the engine reports an overlap (another lab holds it).
+
+        The network's name is the lab's claim on the engine, across state dirs and users: made
+        under a host-wide lock after a look for that exact name, because the engine's own
+        duplicate check is best effort (two concurrent creates may both succeed)."""
         import docker.errors
         import docker.types
 
         start = sum(self.lab.encode()) * 7
-        for attempt in range(256):
-            k = (start + attempt) % 254 + 1
-            subnet = f"{SUBNET_PREFIX}.{k}.0/24"
-            ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
-                subnet=subnet, gateway=f"{SUBNET_PREFIX}.{k}.1")])
-            try:
-                self.docker.networks.create(self.network, driver="bridge", ipam=ipam,
-                                            labels=self.labels(), check_duplicate=True)
-            except docker.errors.APIError as e:
-                text = str(e.explanation or e).lower()
-                if "overlap" in text or "pool" in text:
-                    continue
-                if "already exists" in text:
-                    raise BackendError(f"a network named {self.network} already exists: another lab "
-                                       f"by that name runs (or was left: `zlab down --all`)") from None
-                raise BackendError(f"cannot create network {self.network}: {e.explanation or e}") from None
-            self.subnet = subnet
-            return
+        with _network_lock():
+            if any(n.get("Name") == self.network for n in self.docker.api.networks(names=[self.network])):
+                raise BackendError(f"a network named {self.network} already exists: another lab "
+                                   f"by that name runs (or was left: `zlab down --all`)")
+            for attempt in range(256):
+                k = (start + attempt) % 254 + 1
+                subnet = f"{SUBNET_PREFIX}.{k}.0/24"
+                ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+                    subnet=subnet, gateway=f"{SUBNET_PREFIX}.{k}.1")])
+                try:
+                    self.docker.networks.create(self.network, driver="bridge", ipam=ipam,
+                                                labels=self.labels(), check_duplicate=True)
+                except docker.errors.APIError as e:
+                    text = str(e.explanation or e).lower()
+                    if "overlap" in text or "pool" in text:
+                        continue
+                    if "already exists" in text:
+                        raise BackendError(f"a network named {self.network} already exists: another lab "
+                                           f"by that name runs (or was left: `zlab down --all`)") from None
+                    raise BackendError(f"cannot create network {self.network}: {e.explanation or e}") from None
+                self.subnet = subnet
+                return
         raise BackendError(f"no free /24 left in {SUBNET_PREFIX}.0.0/16 for lab {self.lab}")
 
     def _node_files(self, spec_path: str) -> dict[str, str]:
@@ -294,7 +327,7 @@ class DockerBackend(AgentBackend):
         name = self.container(node)
         try:
             # The engine creates the named volume (labelled) with the container: one call, not two.
-            volume = docker.types.Mount(DATA_DIR, name, type="volume", labels=self.labels(node))
+            volume = docker.types.Mount(DATA_DIR, self.volume(node), type="volume", labels=self.labels(node))
             host_config = api.create_host_config(
                 mounts=[volume],
                 port_bindings={f"{CONTROL_PORT}/tcp": ("127.0.0.1", self.host_ports[node])},
@@ -397,7 +430,7 @@ class DockerBackend(AgentBackend):
         names = {self.container(n): n for n in nodes}
         try:
             gone = self.docker.api.containers(all=True, filters={
-                "label": [f"{LABEL_LAB}={self.lab}"], "status": "exited"})
+                "label": [f"{LABEL_LAB}={self.lab}", f"{LABEL_RUN}={self.run_id}"], "status": "exited"})
         except Exception:  # noqa: BLE001 -- an engine hiccup: the readiness timeout still bounds us
             return
         for c in gone:
@@ -456,27 +489,48 @@ class DockerBackend(AgentBackend):
             self._apply_kernel([node])
 
     def _stop_all(self) -> None:
-        """Revert faults in every live node, stop the containers, then remove everything of the lab."""
+        """Revert faults in every live node, stop the containers, then remove everything this
+        lab made -- found by its run label, so a start that failed (say, on a name another lab
+        holds) removes only what it created itself."""
         try:
-            live = [n for n in self.names if n not in self.down]
+            for f in self._starts.values():
+                f.cancel()                      # not begun: never will; begun: waited for below
+            for f in self._starts.values():
+                try:
+                    f.result(timeout=API_TIMEOUT)
+                except Exception:  # noqa: BLE001 -- start errors were raised where they matter
+                    pass
+            ours = self._own_containers()
+            live = [n for n in self.names if n not in self.down and n in ours]
             for n in [n for n in live if n in self.paused]:
                 try:
-                    self.docker.api.unpause(self.container(n))
+                    self.docker.api.unpause(ours[n])
                 except Exception:  # noqa: BLE001 -- maybe not running at all
                     pass
                 self.paused.discard(n)
             if self.ips:
                 self._revert_kernel(live)
-            self._parallel(self._stop_one, self.names)
+            self._parallel(lambda n: self._stop_one(ours[n]), ours)
         finally:
-            down_all(self.lab, client=self._docker)
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 self._pool = None
+            down_all(self.lab, owner=None if self.run_id else self.owner, run=self.run_id or None,
+                     client=self._docker)
 
-    def _stop_one(self, node: str) -> None:
+    def _own_containers(self) -> dict[str, str]:
+        """``{node: container id}`` of the containers this lab created (by its run label)."""
+        flt = {"label": [f"{LABEL_LAB}={self.lab}",
+                         f"{LABEL_RUN}={self.run_id}" if self.run_id else f"{LABEL_OWNER}={self.owner}"]}
         try:
-            self.docker.api.stop(self.container(node), timeout=STOP_TIMEOUT)
+            found = self.docker.api.containers(all=True, filters=flt)
+        except Exception:  # noqa: BLE001 -- an engine hiccup: down_all still removes them by label
+            return {}
+        return {c["Labels"].get(LABEL_NODE, c["Id"]): c["Id"] for c in found}
+
+    def _stop_one(self, container: str) -> None:
+        try:
+            self.docker.api.stop(container, timeout=STOP_TIMEOUT)
         except Exception:  # noqa: BLE001 -- already gone is fine; down_all removes the rest
             pass
 
@@ -661,11 +715,15 @@ def _state_from_json(raw: dict[str, Any]) -> nf.NetState:
                        chain=bool(raw.get("chain")))
 
 
-def list_labelled(client: Any, lab: str | None = None, owner: str | None = None) -> dict[str, list[str]]:
-    """Names of the containers, networks and volumes zlab labelled (for ``lab``/``owner`` if given)."""
+def list_labelled(client: Any, lab: str | None = None, owner: str | None = None,
+                  run: str | None = None) -> dict[str, list[str]]:
+    """Names of the containers, networks and volumes zlab labelled (for ``lab``/``owner``/``run``
+    -- one start of a lab -- if given)."""
     filters = [f"{LABEL_LAB}={lab}" if lab else LABEL_LAB]
     if owner:
         filters.append(f"{LABEL_OWNER}={owner}")
+    if run:
+        filters.append(f"{LABEL_RUN}={run}")
     flt = {"label": filters}
     return {
         "containers": [c["Names"][0].lstrip("/") for c in client.api.containers(all=True, filters=flt)],
@@ -674,14 +732,15 @@ def list_labelled(client: Any, lab: str | None = None, owner: str | None = None)
     }
 
 
-def down_all(lab: str | None = None, *, owner: str | None = None, client: Any = None) -> dict[str, list[str]]:
+def down_all(lab: str | None = None, *, owner: str | None = None, run: str | None = None,
+             client: Any = None) -> dict[str, list[str]]:
     """Remove every container, network and volume labelled ``zlab.lab`` (of ``lab`` / ``owner``
-    when given): what ``zlab down --all`` and the test suite use. Needs no state file, so it
-    also cleans up after an orchestrator that was SIGKILLed. Returns what it removed."""
+    / ``run`` when given): what ``zlab down --all`` and the test suite use. Needs no state file,
+    so it also cleans up after an orchestrator that was SIGKILLed. Returns what it removed."""
     import docker.errors
 
     client = client or docker_client()
-    found = list_labelled(client, lab, owner)
+    found = list_labelled(client, lab, owner, run)
     removed: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": []}
     # Containers first (they hold the network and volumes), killed at once: a lab being
     # removed has nothing left to flush, its trace was read before.
