@@ -715,16 +715,20 @@ def _state_from_json(raw: dict[str, Any]) -> nf.NetState:
                        chain=bool(raw.get("chain")))
 
 
-def list_labelled(client: Any, lab: str | None = None, owner: str | None = None,
-                  run: str | None = None) -> dict[str, list[str]]:
-    """Names of the containers, networks and volumes zlab labelled (for ``lab``/``owner``/``run``
-    -- one start of a lab -- if given)."""
+def _label_filters(lab: str | None, owner: str | None, run: str | None) -> list[str]:
     filters = [f"{LABEL_LAB}={lab}" if lab else LABEL_LAB]
     if owner:
         filters.append(f"{LABEL_OWNER}={owner}")
     if run:
         filters.append(f"{LABEL_RUN}={run}")
-    flt = {"label": filters}
+    return filters
+
+
+def list_labelled(client: Any, lab: str | None = None, owner: str | None = None,
+                  run: str | None = None) -> dict[str, list[str]]:
+    """Names of the containers, networks and volumes zlab labelled (for ``lab``/``owner``/``run``
+    -- one start of a lab -- if given)."""
+    flt = {"label": _label_filters(lab, owner, run)}
     return {
         "containers": [c["Names"][0].lstrip("/") for c in client.api.containers(all=True, filters=flt)],
         "networks": [n["Name"] for n in client.api.networks(filters=flt)],
@@ -756,10 +760,11 @@ def down_all(lab: str | None = None, *, owner: str | None = None, run: str | Non
                     return None       # another sweep (`zlab down --all`) is removing it right now
                 raise
         removed["containers"] = [n for n in pool.map(rm, found["containers"]) if n]
-    for name in found["networks"]:
+    # By id: names need not be unique (the engine's duplicate check is best effort).
+    for net in client.api.networks(filters={"label": _label_filters(lab, owner, run)}):
         try:
-            client.api.remove_network(name)
-            removed["networks"].append(name)
+            client.api.remove_network(net["Id"])
+            removed["networks"].append(net["Name"])
         except docker.errors.NotFound:
             pass
     for name in found["volumes"]:
