@@ -41,6 +41,9 @@ class AgentClient:
         s.setsockopt(zmq.RCVHWM, 100_000)
         s.setsockopt(zmq.RECONNECT_IVL, 50)
         s.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        # A connect to a container not yet on its bridge gets no answer at all: give it up and
+        # dial again instead of waiting out the kernel's SYN backoff (see nodes/control.py).
+        s.setsockopt(zmq.CONNECT_TIMEOUT, control.CONNECT_TIMEOUT_MS)
         s.setsockopt(zmq.CURVE_SERVERKEY, server_public)
         s.setsockopt(zmq.CURVE_PUBLICKEY, client_public)
         s.setsockopt(zmq.CURVE_SECRETKEY, client_secret)

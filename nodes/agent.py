@@ -192,6 +192,7 @@ class Agent:
             d.setsockopt(zmq.IMMEDIATE, 1)
             d.setsockopt(zmq.RECONNECT_IVL, 50)
             d.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+            d.setsockopt(zmq.CONNECT_TIMEOUT, control.CONNECT_TIMEOUT_MS)
             d.setsockopt(zmq.SNDTIMEO, 0)
             self.monitors[d.get_monitor_socket(_LINK_EVENTS)] = name
             d.connect(endpoint)

@@ -38,6 +38,11 @@ OPS = frozenset({"hello", "status", "submit", "set_rules", "read_file", "shutdow
 FILES = {"trace": "trace.jsonl", "log": "agent.log"}   # what read_file may read, in the data dir
 READ_MAX = 1 << 20                                      # bytes per read_file answer
 ZAP_DOMAIN = "zlab"
+# ms a TCP connect (agent to peer, orchestrator to agent) may take before it is given up and
+# dialled again. Without it a SYN sent to a container not yet on its bridge (no ARP answer) is
+# retransmitted on the kernel's backoff (1, 2, 4 ... 64 s), so a link to a node that booted a
+# second later could take minutes to come up.
+CONNECT_TIMEOUT_MS = 1000
 
 
 def pack(msg: Any) -> bytes:

@@ -514,3 +514,27 @@ def test_unit_readiness_does_not_flood_agents_whose_peers_are_not_up(fake, monke
     assert 0.7 <= took < 1.0                           # ready soon after the links are up...
     # ...without asking n1 every loop while n3 was not even up (that was ~20 hellos a node a second)
     assert agents.hellos <= 20, agents.hellos
+
+
+def test_unit_readiness_waits_while_nodes_keep_coming_up_and_not_past_a_stall(fake, monkeypatch):
+    import lab.backends.agents as ag
+    b, _, _ = fake
+
+    def wait(up_at: dict[str, float]) -> float:
+        agents = FakeAgents(up_at, link_delay=0.1)
+        b.clients = {n: agents.client(n) for n in b.names}
+        monkeypatch.setattr(b, "_pump", agents.pump)
+        t = time.monotonic()
+        b._wait_ready(b.names, timeout=0.6)
+        return time.monotonic() - t
+    # A node every 0.5 s: the whole start (1.1 s) is longer than the limit, but never stalls.
+    assert 1.0 <= wait({"n1": 0.0, "n2": 0.5, "n3": 1.0}) < 1.5
+    # n3 never comes: the start fails 0.6 s after the last progress (n2 answering), not later.
+    t = time.monotonic()
+    with pytest.raises(BackendError, match=r"n3 did not answer \(waited 1s, the last 0.6s with no node"):
+        wait({"n1": 0.0, "n2": 0.5, "n3": 99.0})
+    assert time.monotonic() - t < 1.5
+    # And a start that crawls on is bounded in all: timeout + READY_PER_NODE per node.
+    monkeypatch.setattr(ag, "READY_PER_NODE", 0.1)
+    with pytest.raises(BackendError, match=r"n3 did not answer within 1s \(3 nodes\)"):
+        wait({"n1": 0.0, "n2": 0.5, "n3": 1.0})

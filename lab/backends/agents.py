@@ -44,7 +44,8 @@ from lab.labstate import zlab_home
 from lab.scenario import LinkParams, Scenario
 from lab.signkeys import SigningKeys, ensure_signing_keys, load_signing_keys
 
-READY_TIMEOUT = 20.0      # s for every agent of a lab to answer hello (Python start-up on a busy box)
+READY_TIMEOUT = 20.0      # s a start may go without progress (one more node answering or ready)
+READY_PER_NODE = 2.0      # s per node added to READY_TIMEOUT to bound a whole start that crawls
 CALL_TIMEOUT = 1.0        # s for a status or rule change to be answered
 HELLO_RETRY = 0.5         # s before a readiness hello is asked again (unanswered, or peers not up)
 LINK_POLL = 0.05          # s between hellos to a node whose peers are all up but its links not yet
@@ -252,8 +253,10 @@ class AgentBackend(Backend):
 
     def _wait_ready(self, nodes: list[str], timeout: float = READY_TIMEOUT) -> dict[str, dict[str, Any]]:
         """Every node in ``nodes`` answers hello for this lab, and every running node has its links
-        to every other running node up (agents drop what they send on a link that is not), all
-        within ``timeout``; else BackendError."""
+        to every other running node up (agents drop what they send on a link that is not); else
+        BackendError once ``timeout`` s pass with no progress (no node newly answering or ready),
+        or ``timeout + READY_PER_NODE * N`` s in all. A lab of a hundred containers on two cores
+        boots for minutes, one of three in seconds: a fixed limit fits one of them only."""
         answers: dict[str, dict[str, Any]] = {}
         asked: dict[str, float] = {}
         live = [n for n in self.names if n not in self.down and n not in self.paused]
@@ -285,17 +288,28 @@ class AgentBackend(Backend):
 
         last: dict[str, float] = {}
 
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
+        cap = began + timeout + READY_PER_NODE * len(check)
+        deadline, progress = began + timeout, (0, 0)
         while not all(ready(n) for n in check):
             now = time.monotonic()
+            done = (len(answers), sum(ready(n) for n in check))
+            if done != progress:
+                progress, deadline = done, min(cap, now + timeout)
             if now >= deadline:
+                if now >= cap:
+                    why = f"within {cap - began:.0f}s ({len(check)} nodes)"
+                elif now - began <= timeout + 0.5:
+                    why = f"within {timeout:g}s"
+                else:
+                    why = f"(waited {now - began:.0f}s, the last {timeout:g}s with no node newly ready)"
                 missing = [n for n in nodes if n not in answers]
                 if missing:
-                    raise BackendError(f"lab {self.lab}: {', '.join(missing)} did not answer within "
-                                       f"{timeout:g}s{self._startup_hint(missing)}")
-                links = "; ".join(f"{n} -> {','.join(sorted(expected[n] - set(answers[n].get('connected', ()))))}"
-                                  for n in check if not ready(n))
-                raise BackendError(f"lab {self.lab}: links not up within {timeout:g}s: {links}")
+                    raise BackendError(f"lab {self.lab}: {_some(missing)} did not answer "
+                                       f"{why}{self._startup_hint(missing)}")
+                links = _some([f"{n} -> {','.join(sorted(expected[n] - set(answers[n].get('connected', ()))))}"
+                               for n in check if not ready(n)], sep="; ")
+                raise BackendError(f"lab {self.lab}: links not up {why}: {links}")
             self._check_alive(nodes)
             for n in check:
                 since = asked.get(n, last.get(n, -1e9))
@@ -534,6 +548,11 @@ class AgentBackend(Backend):
         for c in self.clients.values():
             c.close()
         self.clients.clear()
+
+
+def _some(items: list[str], most: int = 8, sep: str = ", ") -> str:
+    """A list (of nodes, say) short enough for one line."""
+    return sep.join(items) if len(items) <= most else f"{sep.join(items[:most])}{sep}and {len(items) - most} more"
 
 
 def _link_dict(p: LinkParams) -> dict[str, Any]:

@@ -74,8 +74,14 @@ ALIVE_EVERY = 1.0                # s between checks that no starting container e
 # put_archive before it, which on fuse-overlayfs costs a mount of the container's root file
 # system per node. A restart finds the files present (put there for it) and leaves them.
 FILES_ENV = "ZLAB_FILES"
+# Every start (a restart is a new network namespace) also installs the peers' addresses as
+# permanent neighbour entries: the kernel's neighbour table is one for the whole host, its
+# garbage-collected entries are capped (gc_thresh3, 1024 by default), and a full mesh of N
+# containers learning each other by ARP needs N*(N-1) of them -- 2,450 at 50 nodes, when new
+# links then fail with "neighbor table overflow". Permanent entries are not counted.
+NEIGH_PATH = f"{SPEC_DIR}/neigh"
 UNPACK = (f'[ -e {SPEC_PATH} ] || printf %s "${FILES_ENV}" | base64 -d | tar -x -C /; '
-          f'unset {FILES_ENV}; exec python3 -m nodes.agent "$@"')
+          f'unset {FILES_ENV}; ip -batch {NEIGH_PATH} >/dev/null 2>&1; exec python3 -m nodes.agent "$@"')
 Argv = list[str]
 Executor = Callable[[str, list[Argv]], None]      # (container name, commands) -> None or BackendError
 
@@ -167,6 +173,16 @@ def _network_lock() -> Iterator[None]:
         os.close(fd)
 
 
+def mac_of(ip: str) -> str:
+    """A node's MAC address: ``02:42`` and its IPv4 address, as docker itself derives them."""
+    return "02:42:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
+
+
+def _api_at_least(api: Any, version: str) -> bool:
+    from docker.utils import version_gte
+    return bool(version_gte(api._version, version))
+
+
 def _free_port() -> int:
     """A free TCP port on 127.0.0.1 for a node's control port (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -206,7 +222,8 @@ class DockerBackend(AgentBackend):
         self.network = self.lab
         self.subnet = ""
         self.ips: dict[str, str] = {}
-        self.host_ports: dict[str, int] = {}
+        self.host_ports: dict[str, int] = {}      # when the control port is published (see _prepare)
+        self.direct = False                         # whether the host reaches the nodes' addresses
         self.caps = nf.Caps()
         self.netstate: dict[str, nf.NetState] = {n: nf.NetState() for n in self.names}
         self._pending_kernel: set[str] = set()    # paused nodes whose kernel state is behind
@@ -272,10 +289,40 @@ class DockerBackend(AgentBackend):
             self.image = ensure_image(self.docker)
         self._create_network()
         self.ips = {n: self._ip(i) for i, n in enumerate(self.names)}
-        self.host_ports = {n: _free_port() for n in self.names}
+        self._write_neighbours()
+        self.direct = self._host_on_bridge()
+        if not self.direct:
+            self.host_ports = {n: _free_port() for n in self.names}
+
+    def _host_on_bridge(self) -> bool:
+        """Whether the orchestrator reaches the nodes at their bridge addresses: the engine runs
+        on this host, so the bridge's gateway address is one of the host's own. Then no port is
+        published -- no proxy process per node, no host port that another lab may take first --
+        else (an engine in a VM or elsewhere) each control port is published on 127.0.0.1.
+        ZLAB_DOCKER_PUBLISH=1 publishes anyway."""
+        if os.environ.get("ZLAB_DOCKER_PUBLISH") == "1":
+            return False
+        gateway = self.subnet.rsplit(".", 1)[0] + ".1"
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((gateway, 0))
+        except OSError:
+            return False
+        return True
 
     def _ip(self, index: int) -> str:
         return self.subnet.rsplit(".", 1)[0] + f".{FIRST_HOST + index}"
+
+    @property
+    def _neigh_file(self) -> str:
+        return os.path.join(self.state_dir, "specs", "neigh")
+
+    def _write_neighbours(self) -> None:
+        """The ``ip -batch`` file of permanent neighbour entries every node installs (see UNPACK)."""
+        lines = [f"neigh replace {ip} lladdr {mac_of(ip)} dev eth0 nud permanent" for ip in self.ips.values()]
+        os.makedirs(os.path.dirname(self._neigh_file), exist_ok=True)
+        with open(self._neigh_file, "w", encoding="ascii") as f:
+            f.write("\n".join(lines) + "\n")
 
     def _create_network(self) -> None:
         """The lab's bridge with a /24 of its own; the third octet starts at a hash of the lab's
@@ -315,7 +362,7 @@ class DockerBackend(AgentBackend):
     def _node_files(self, spec_path: str) -> dict[str, str]:
         """``{path in the container: host file}``: the spec and the agent's key files."""
         assert self.keys is not None
-        return {SPEC_PATH: spec_path,
+        return {SPEC_PATH: spec_path, NEIGH_PATH: self._neigh_file,
                 KEY_FILES["server_secret_file"]: self.keys.server_secret_file,
                 KEY_FILES["client_public_file"]: self.keys.client_public_file}
 
@@ -328,19 +375,21 @@ class DockerBackend(AgentBackend):
         try:
             # The engine creates the named volume (labelled) with the container: one call, not two.
             volume = docker.types.Mount(DATA_DIR, self.volume(node), type="volume", labels=self.labels(node))
-            host_config = api.create_host_config(
-                mounts=[volume],
-                port_bindings={f"{CONTROL_PORT}/tcp": ("127.0.0.1", self.host_ports[node])},
-                cap_add=["NET_ADMIN"],
-                init=False,
-            )
+            published = {} if self.direct else {
+                "port_bindings": {f"{CONTROL_PORT}/tcp": ("127.0.0.1", self.host_ports[node])}}
+            host_config = api.create_host_config(mounts=[volume], cap_add=["NET_ADMIN"], init=False,
+                                                 **published)
+            # The address's own MAC (what the neighbour entries name), set where the API wants it.
+            mac = mac_of(self.ips[node])
+            endpoint_mac, container_mac = (mac, None) if _api_at_least(api, "1.44") else (None, mac)
             net = api.create_networking_config({self.network: api.create_endpoint_config(
-                ipv4_address=self.ips[node], aliases=[node])})
+                ipv4_address=self.ips[node], aliases=[node],
+                **({"mac_address": endpoint_mac} if endpoint_mac else {}))})
             files = base64.b64encode(_tar_files(self._node_files(spec_path))).decode()
             api.create_container(
                 self.image, entrypoint=["sh", "-c", UNPACK, "zlab-agent"], command=["--spec", SPEC_PATH],
-                environment={FILES_ENV: files}, name=name, hostname=node,
-                labels=self.labels(node), ports=[CONTROL_PORT], host_config=host_config,
+                environment={FILES_ENV: files}, name=name, hostname=node, mac_address=container_mac,
+                labels=self.labels(node), ports=None if self.direct else [CONTROL_PORT], host_config=host_config,
                 networking_config=net, stop_signal="SIGTERM", detach=True)
         except docker.errors.ImageNotFound:
             raise BackendError(f"image {self.image} is not present: run `python -m lab.image build`") from None
@@ -381,7 +430,8 @@ class DockerBackend(AgentBackend):
     def _addresses(self, node: str) -> Addresses:
         return Addresses(bind=f"tcp://0.0.0.0:{PEER_PORT}", control_bind=f"tcp://0.0.0.0:{CONTROL_PORT}",
                          peer=f"tcp://{self.ips[node]}:{PEER_PORT}",
-                         control=f"tcp://127.0.0.1:{self.host_ports[node]}")
+                         control=f"tcp://{self.ips[node]}:{CONTROL_PORT}" if self.direct
+                         else f"tcp://127.0.0.1:{self.host_ports[node]}")
 
     def _data_dir(self, node: str) -> str:
         return DATA_DIR
@@ -688,7 +738,7 @@ class DockerBackend(AgentBackend):
     def _runtime_state(self) -> dict[str, Any]:
         return {
             "image": self.image, "owner": self.owner, "network": self.network, "subnet": self.subnet,
-            "ips": self.ips, "host_ports": self.host_ports, "caps": asdict(self.caps),
+            "ips": self.ips, "host_ports": self.host_ports, "direct": self.direct, "caps": asdict(self.caps),
             "netstate": {n: _state_json(s) for n, s in self.netstate.items()},
         }
 
@@ -699,6 +749,7 @@ class DockerBackend(AgentBackend):
         self.subnet = state.get("subnet", "")
         self.ips = dict(state.get("ips") or {})
         self.host_ports = {n: int(p) for n, p in (state.get("host_ports") or {}).items()}
+        self.direct = bool(state.get("direct"))
         self.caps = nf.Caps(**(state.get("caps") or {}))
         for n, s in (state.get("netstate") or {}).items():
             self.netstate[n] = _state_from_json(s)
