@@ -607,9 +607,9 @@ class DockerBackend(AgentBackend):
         """
         links: dict[str, LinkParams] = {}
         if self.caps.shaping:
-            for (src, dst), params in self.links.items():
+            for dst, params in self.links_from(node):
                 kernel, _ = nf.split_params(params, self.caps.netem)
-                if src == node and nf.leaf_kind(kernel) is not None:
+                if nf.leaf_kind(kernel) is not None:
                     links[self.ips[dst]] = kernel
         drops: set[nf.Drop] = set()
         if self.caps.iptables:
@@ -667,9 +667,9 @@ class DockerBackend(AgentBackend):
         if self.caps.iptables:
             rules["cut_out"], rules["cut_in"] = [], []
         rules["links"] = {}
-        for (src, dst), params in sorted(self.links.items()):
+        for dst, params in self.links_from(node):
             _, shim = nf.split_params(params, self.kernel_netem)
-            if src == node and shim != PERFECT:
+            if shim != PERFECT:
                 rules["links"][dst] = _link_dict(shim)
         return rules
 
