@@ -278,15 +278,17 @@ class AgentBackend(Backend):
             """One hello in flight per node, asked again after HELLO_RETRY in case one was lost.
             A node that answered but lacks links is asked again soon only once every peer it
             waits for has answered too (a link to an agent not yet up cannot be up): polling
-            sooner costs both sides CPU that the booting agents need (20 nodes: ~9000 hellos)."""
+            sooner costs both sides CPU that the booting agents need (20 nodes: ~9000 hellos).
+            Both intervals stretch with the lab past 20 nodes, so the hellos a second stay level."""
             if n in asked:
-                return HELLO_RETRY
+                return HELLO_RETRY * stretch
             if n not in last:
                 return 0.0
             waiting = expected.get(n, set()) - answers.keys()
-            return HELLO_RETRY if waiting else LINK_POLL
+            return (HELLO_RETRY if waiting else LINK_POLL) * stretch
 
         last: dict[str, float] = {}
+        stretch = max(1.0, len(check) / 20)
 
         began = time.monotonic()
         cap = began + timeout + READY_PER_NODE * len(check)
