@@ -538,3 +538,18 @@ def test_unit_readiness_waits_while_nodes_keep_coming_up_and_not_past_a_stall(fa
     monkeypatch.setattr(ag, "READY_PER_NODE", 0.1)
     with pytest.raises(BackendError, match=r"n3 did not answer within 1s \(3 nodes\)"):
         wait({"n1": 0.0, "n2": 0.5, "n3": 1.0})
+
+
+def test_unit_a_big_lab_writes_its_rules_in_linear_time_and_names_every_peers_mac(tmp_path):
+    from lab.backends.docker import mac_of
+    b = DockerBackend(register(100, "big"), 1, str(tmp_path), lab="big", owner="t", client=FakeDocker())
+    b.subnet = "10.213.119.0/24"
+    b.ips = {n: b._ip(i) for i, n in enumerate(b.names)}
+    t = time.monotonic()
+    rules = [b.rules_for(n) for n in b.names] + [b.desired_state(n) for n in b.names]
+    assert time.monotonic() - t < 2.0 and len(rules) == 200     # was ~20 s: every node scanned N^2 links
+    assert mac_of("10.213.119.59") == "02:42:0a:d5:77:3b"       # what docker itself gave that address
+    b._write_neighbours()
+    lines = open(b._neigh_file).read().splitlines()
+    assert len(lines) == 100
+    assert lines[0] == "neigh replace 10.213.119.10 lladdr 02:42:0a:d5:77:0a dev eth0 nud permanent"

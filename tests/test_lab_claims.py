@@ -158,6 +158,9 @@ def test_failed_up_of_a_taken_name_leaves_the_other_lab_intact(zlab_image, tmp_p
         lab = f"{base}-x"
         before = list_labelled(client, lab)
         assert len(before["containers"]) == 2 and before["networks"] == [lab] and len(before["volumes"]) == 2
+        # Its nodes know each other's addresses for good (no ARP entries that a big lab overflows).
+        neigh = client.containers.get(f"{lab}-n1").exec_run(["ip", "neigh"]).output.decode()
+        assert "02:42:" in neigh and "PERMANENT" in neigh, neigh
         # Another user, another state dir, the same docker name ("x y" and "x-y" both become x-y).
         owner = os.environ["ZLAB_OWNER"]
         monkeypatch.setenv("ZLAB_HOME", str(tmp_path / "h2"))
