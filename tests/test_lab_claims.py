@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -30,6 +31,9 @@ def zlab(*argv: str, env: dict[str, str]) -> subprocess.Popen[str]:
 def home(tmp_path, monkeypatch) -> Iterator[dict[str, str]]:
     """A ZLAB_HOME of the test's own (in-process and for child commands); checked empty at the end."""
     monkeypatch.setenv("ZLAB_HOME", str(tmp_path / "home"))
+    # `down --all` also sweeps docker by owner: an owner of this test's own, so the sweep never
+    # touches the labs other tests of the session run beside it.
+    monkeypatch.setenv("ZLAB_OWNER", f"claims-{uuid.uuid4().hex[:8]}")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     yield {**os.environ, "PYTHONPATH": repo}
     for name in labstate.names() + labstate.leftovers():
@@ -144,6 +148,10 @@ def test_agents_under_matches_only_agents_with_specs_below_the_directory(home, t
             p.wait()
 
 
+def _sorted(found: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {k: sorted(v) for k, v in found.items()}
+
+
 @pytest.mark.docker
 def test_failed_up_of_a_taken_name_leaves_the_other_lab_intact(zlab_image, tmp_path, monkeypatch):
     from lab.backends.docker import docker_client, down_all, list_labelled
@@ -166,7 +174,7 @@ def test_failed_up_of_a_taken_name_leaves_the_other_lab_intact(zlab_image, tmp_p
         monkeypatch.setenv("ZLAB_HOME", str(tmp_path / "h2"))
         monkeypatch.setenv("ZLAB_OWNER", owner + "-b")
         assert main(["up", topo, "--backend", "docker", "--name", lab]) == 3
-        assert list_labelled(client, lab) == before
+        assert _sorted(list_labelled(client, lab)) == _sorted(before)
         monkeypatch.setenv("ZLAB_HOME", str(tmp_path / "h1"))
         monkeypatch.setenv("ZLAB_OWNER", owner)
         assert main(["client", f"{base} x", "put", "k", "1"]) == 0
@@ -198,7 +206,7 @@ def test_only_one_of_concurrent_network_claims_wins(zlab_image, tmp_path):
         for t in threads:
             t.join()
         assert results.count("won") == 1, results
-        assert all("already exists" in r for r in results if r != "won")
+        assert all("already exists" in r for r in results if r != "won"), results
         client = docker_client()
         assert [n["Name"] for n in client.api.networks(names=[lab]) if n["Name"] == lab] == [lab]
     finally:
