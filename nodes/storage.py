@@ -59,9 +59,12 @@ class MemoryStorage:
         return _copy(self._logs.get(name, []))
 
     # -- durability, for a runtime that models the time a write takes to reach the disk --------
-    def hold(self) -> None:
-        """From now on, writes are durable only at the next :meth:`sync`."""
-        if self._undo is None:
+    def hold(self, on: bool = True) -> None:
+        """From now on, writes are durable only at the next :meth:`sync` (``on=False``: at once
+        again, and so are those made so far)."""
+        if not on:
+            self._undo = None
+        elif self._undo is None:
             self._undo = []
 
     @property

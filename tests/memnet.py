@@ -141,9 +141,14 @@ class Net(Generic[C]):
             core.handle_persisted()
             self._after(name)
 
-    def hold_writes(self, name: str) -> None:
-        """From now on ``name``'s writes are durable only at ``persist(name)``."""
-        self.storage[name].hold()
+    def hold_writes(self, name: str, hold: bool = True) -> None:
+        """From now on ``name``'s writes are durable only at ``persist(name)`` (``hold=False``:
+        when its handlers return again, from the next persist on)."""
+        if hold:
+            self.storage[name].hold()
+        else:
+            self.persist(name)
+            self.storage[name].hold(False)
 
     def persist(self, name: str) -> None:
         """``name``'s writes reach its disk: what waited for them leaves, and the core hears it."""
