@@ -421,16 +421,21 @@ class Agent:
                 self.counters["control_errors"] += 1
                 continue
             ident, data = frames
-            msg: dict[str, Any] = {}
             try:
-                msg = control.unpack(data)
-                answer = self._control(ident, msg)
-            except Exception as e:  # noqa: BLE001 -- a bad request gets an error answer, never a crash
+                msgs = control.unpack_requests(data)     # one request, or the client's batch of them
+            except ValueError as e:
                 self.counters["control_errors"] += 1
-                answer = {"error": f"{type(e).__name__}: {e}"[:300]}
-            if answer is not None:
-                answer["id"] = msg.get("id")
-                self.replies.append((ident, answer))
+                self.replies.append((ident, {"error": f"ValueError: {e}"[:300], "id": None}))
+                continue
+            for msg in msgs:
+                try:
+                    answer = self._control(ident, msg)
+                except Exception as e:  # noqa: BLE001 -- a bad request gets an error answer, never a crash
+                    self.counters["control_errors"] += 1
+                    answer = {"error": f"{type(e).__name__}: {e}"[:300]}
+                if answer is not None:
+                    answer["id"] = msg.get("id")
+                    self.replies.append((ident, answer))
 
     def _control(self, ident: bytes, msg: dict[str, Any]) -> dict[str, Any] | None:
         op = msg.get("op")
@@ -608,7 +613,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         log.exception("agent %s could not start", spec.get("node"))
         return 1
-    return agent.run()
+    profile_dir = os.environ.get("ZLAB_PROFILE")
+    if not profile_dir:
+        return agent.run()
+    # cProfile of the whole event loop, written when the agent stops (docs/agent.md)
+    import cProfile
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(agent.run)
+    finally:
+        os.makedirs(profile_dir, exist_ok=True)
+        profiler.dump_stats(os.path.join(profile_dir, f"{agent.node}.{os.getpid()}.prof"))
 
 
 if __name__ == "__main__":
