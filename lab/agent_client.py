@@ -31,7 +31,7 @@ from nodes import control, wire
 
 Callback = Callable[[dict[str, Any]], None]
 MAX_CALLBACKS = 100_000
-MAX_BATCH = 1000            # submits in one frame (well inside the message size limit)
+MAX_BATCH = 64              # submits in one frame: an agent takes 512 requests a loop iteration
 
 
 class AgentClient:

@@ -413,7 +413,9 @@ class Agent:
 
     def _drain_control(self) -> None:
         ctl = self.ctl
-        for _ in range(BATCH):
+        taken = 0
+        while taken < BATCH:        # requests, not frames: a client's frame may hold many
+            taken += 1
             frames = _recv_pair(ctl)
             if frames is None:
                 return
@@ -427,6 +429,7 @@ class Agent:
                 self.counters["control_errors"] += 1
                 self.replies.append((ident, {"error": f"ValueError: {e}"[:300], "id": None}))
                 continue
+            taken += len(msgs) - 1
             for msg in msgs:
                 try:
                     answer = self._control(ident, msg)
