@@ -100,7 +100,7 @@ class SimContext:
 
     def send(self, dst: str, type: str, body: dict[str, Any]) -> None:
         slot = self._slot
-        if slot.waiting or (slot.storage.unsynced and type not in self._sim._early):
+        if self._sim._holding and (slot.waiting or (slot.storage.unsynced and type not in self._sim._early)):
             slot.waiting.append((self._sim._send, (slot, dst, type, body)))
             return
         self._sim._send(slot, dst, type, body)
@@ -117,7 +117,7 @@ class SimContext:
 
     def reply(self, client: str, result: dict[str, Any]) -> None:
         slot = self._slot
-        if slot.storage.unsynced:
+        if self._sim._holding and slot.storage.unsynced:
             slot.waiting.append((self._sim._reply, (slot, client, result)))
             return
         self._sim._reply(slot, client, result)
@@ -178,6 +178,7 @@ class SimBackend(Backend):
                                         else ({}, {}))
         self._verified: dict[tuple[str, bytes, bytes], bool] = {}
         self._early = self._core_cls.early_sends
+        self._holding = False                   # writes wait persist_delay (set at start)
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -185,6 +186,7 @@ class SimBackend(Backend):
             return
         self._started = True
         if self._early and self.persist_delay > 0:
+            self._holding = True
             for slot in self._nodes.values():
                 slot.storage.hold()
         for slot in self._nodes.values():
