@@ -152,7 +152,9 @@ class TraceWriter:
         client = data.get("client")
         if type(client) is not str:
             return None
-        key = next(k for k in data if k != "client")
+        first, key = data          # two keys, "client" among them
+        if key == "client":
+            key = first
         inner = data[key]
         if type(inner) is not dict or type(key) is not str or key < "client":
             return None
