@@ -37,9 +37,6 @@ _MAX_RECORD = 256 * 1024 * 1024   # a length above this is garbage, not a record
 
 
 _pack = packb
-# fdatasync (as etcd's WAL): the data and the file's new size, not its timestamps, which
-# nothing reads back; one metadata write fewer per group commit where the OS has it.
-_sync_data = getattr(os, "fdatasync", os.fsync)
 
 
 def _unpack(data: bytes) -> Any:
@@ -166,7 +163,7 @@ class FileStorage:
             n = os.write(self._fd, view)
             view = view[n:]
         if self.fsync_enabled:
-            _sync_data(self._fd)
+            os.fsync(self._fd)
         self.fsyncs += 1
         self.bytes_written += len(data)
         self._size += len(data)
