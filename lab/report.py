@@ -39,9 +39,9 @@ RESULTS = "results"
 
 def make_run_dir(name: str, out: str | os.PathLike[str] | None = None,
                  now: _dt.datetime | None = None,
-                 root: str | os.PathLike[str] = RESULTS) -> Path:
+                 root: str | os.PathLike[str] = RESULTS, link: str = "latest") -> Path:
     """``out`` as given, or a fresh ``<root>/<name>-<UTC timestamp>`` (root: ``results``) with
-    ``<root>/latest`` (a relative link, so the tree can be moved) pointing at it."""
+    ``<root>/<link>`` (a relative link, so the tree can be moved) pointing at it."""
     if out is not None:
         path = Path(out)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -62,13 +62,13 @@ def make_run_dir(name: str, out: str | os.PathLike[str] | None = None,
             break
         except FileExistsError:
             path = root / f"{base}-{n}"
-    link = root / "latest"
-    tmp = root / f".latest-{os.getpid()}"
+    tmp = root / f".{link}-{os.getpid()}"
+    link_path = root / link
     try:
         if tmp.is_symlink():
             tmp.unlink()
         tmp.symlink_to(path.name)
-        os.replace(tmp, link)     # atomic: a reader never sees no link
+        os.replace(tmp, link_path)    # atomic: a reader never sees no link
     except OSError:
         pass                      # a filesystem without links still gets its run directory
     return path

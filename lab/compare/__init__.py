@@ -1,0 +1,122 @@
+"""``zlab compare``: the tutorial's comparison table (§8.1), measured.
+
+Every registered row (lab/compare/rows.py) runs every fault of the suite
+(lab/compare/suite.py) with the same seed, through the ordinary runner, each run writing
+its own run directory. The runs' checks, histories and metrics make the table:
+
+    results/compare-<UTC time>/      results/latest-compare -> it
+      table.md  table.json  report.md  compare.png
+      scenarios/<row>-<fault>.yaml   what each run ran (its replay command names it)
+      runs/<row>-<fault>/            each run's directory
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab import report
+from lab.compare import suite as suite_mod
+from lab.compare.rows import Row, rows
+from lab.compare.suite import AT, DURATION, WINDOW, Fault, measure
+from lab.compare.table import build_table, write_outputs
+from lab.topology import duration_text, load_scenario
+
+DEFAULT_SEED = 1
+
+
+def cell_scenario(row: Row, fault: Fault, seed: int, *, at: float = AT, window: float = WINDOW,
+                  duration: float = DURATION) -> dict[str, Any]:
+    """The scenario one cell runs: the row's shape, the suite's duration, one fault."""
+    base = yaml.safe_load(row.scenario.read_text(encoding="utf-8"))
+    nodes = _node_names(base)
+    lead = _static_leader(row.leader, base)
+    doc = dict(base)
+    doc["name"] = f"{base.get('name', row.name)}-{fault.name}"
+    doc["description"] = f"{row.name} under the comparison's fault: {fault.title}"
+    doc["workload"] = {**(base.get("workload") or {}), "duration": duration_text(duration)}
+    doc["faults"] = fault.faults(lead, nodes, at, window)
+    doc["seed"] = seed
+    return doc
+
+
+def _node_names(doc: dict[str, Any]) -> list[str]:
+    nodes = doc.get("nodes")
+    if isinstance(nodes, int):
+        return [f"n{i}" for i in range(1, nodes + 1)]
+    return [n if isinstance(n, str) else str(n["name"]) for n in nodes or []]
+
+
+def _static_leader(target: str, doc: dict[str, Any]) -> str:
+    """``coordinator`` is a role the scenario fixes: name its node, so that the minority
+    partition can put the nodes after it on its side. Other targets stay as they are."""
+    if target != "coordinator":
+        return target
+    for n in doc.get("nodes") or []:
+        if isinstance(n, dict):
+            roles = n.get("role")
+            if roles == "coordinator" or (isinstance(roles, list) and "coordinator" in roles):
+                return str(n["name"])
+    return target
+
+
+def run_compare(backend: str = "sim", names: list[str] | None = None,
+                faults: list[str] | None = None, seed: int = DEFAULT_SEED,
+                out: str | Path | None = None, quiet: bool = False,
+                say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the suite against the rows ``names`` picks (default: all) and write the compare
+    directory; returns the table (what table.json holds)."""
+    picked = rows(names)
+    chosen = suite_mod.suite(faults)
+    say = say or ((lambda _m: None) if quiet else (lambda m: print(m, flush=True)))
+    out_dir = report.make_run_dir("compare", out, link="latest-compare")
+    (out_dir / "scenarios").mkdir(exist_ok=True)
+    (out_dir / "runs").mkdir(exist_ok=True)
+    say(f"zlab compare: {len(picked)} rows x {len(chosen)} faults on {backend}, seed {seed}; "
+        f"writing {out_dir}")
+    started = time.monotonic()
+    cells: list[dict[str, Any]] = []
+    for row in picked:
+        for fault in chosen:
+            cells.append(_run_cell(row, fault, backend, seed, out_dir, say))
+    elapsed = time.monotonic() - started
+    table = build_table(picked, chosen, cells, backend=backend, seed=seed, elapsed_s=elapsed)
+    text = write_outputs(out_dir, table)
+    say(text)
+    say(f"compare dir {out_dir}  ({elapsed:.0f} s)")
+    return table
+
+
+def _run_cell(row: Row, fault: Fault, backend: str, seed: int, out_dir: Path,
+              say: Callable[[str], None]) -> dict[str, Any]:
+    from lab.runner import run_scenario
+    cell = f"{row.name}-{fault.name}"
+    path = out_dir / "scenarios" / f"{cell}.yaml"
+    path.write_text(yaml.safe_dump(cell_scenario(row, fault, seed), sort_keys=False,
+                                   default_flow_style=None), encoding="utf-8")
+    scenario = load_scenario(str(path))
+    t = time.monotonic()
+    result = run_scenario(scenario, backend_kind=backend, seed=seed, out=out_dir / "runs" / cell,
+                          quiet=True)
+    verdicts = {v.check: v.verdict for v in result.verdicts}
+    avail = measure(result.history, result.trace, at=AT, window=WINDOW, duration=DURATION)
+    say(f"  {cell:28s} {_verdict_word(verdicts):10s} ok during "
+        f"{_pct(avail['during'])} after {_pct(avail['after'])}  ({time.monotonic() - t:.1f} s)")
+    return {"row": row.name, "fault": fault.name, "verdicts": verdicts,
+            "details": {v.check: v.detail for v in result.verdicts},
+            "availability": avail, "metrics": result.metrics,
+            "run_dir": str(result.run_dir.relative_to(out_dir)),
+            "replay": report.replay_command(result)}
+
+
+def _verdict_word(verdicts: dict[str, str]) -> str:
+    values = set(verdicts.values())
+    return "violated" if "violated" in values else "unknown" if values - {"holds"} else "holds"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.0f}%"

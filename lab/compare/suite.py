@@ -1,0 +1,121 @@
+"""The fault suite of ``zlab compare`` and what is measured in each of its runs.
+
+Every run of the suite has the same timeline: the workload runs ``DURATION`` seconds, one
+fault applies at ``AT`` and is reverted ``WINDOW`` later (a YAML ``for:``), and the rest of
+the workload is the "after" window. The fault is written against the row's leader target
+(``L``: leader, primary, coordinator, or a fixed or random node for protocols with none).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lab.history import OK, pair_ops
+from lab.topology import duration_text
+
+AT = 1.0          # s after the workload starts: the fault applies
+WINDOW = 2.0      # s the fault lasts
+DURATION = 5.0    # s of workload: AT + WINDOW, then 2 s to recover in
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    title: str
+    step: Callable[[str, list[str]], dict[str, Any]]   # (leader target, node names) -> the fault
+    partition: bool = False        # counts toward the partition-tolerance column
+
+    def faults(self, leader: str, nodes: list[str], at: float, window: float) -> list[dict[str, Any]]:
+        step = self.step(leader, nodes)
+        if not step:
+            return []
+        return [{"at": duration_text(at), **step, "for": duration_text(window)}]
+
+
+# Targets the resolver answers from the nodes' own status (or at random) when the fault
+# applies; any other target is a node's name.
+DYNAMIC = ("leader", "primary", "random")
+
+
+def minority(lead: str, nodes: list[str]) -> list[Any]:
+    """Partition groups cutting ``lead`` off with a minority: the resolver's own split when the
+    leader is known only at run time (it puts the leader on the minority side), else ``lead``
+    and the nodes after it in order, up to a minority."""
+    if lead in DYNAMIC:
+        return ["minority", "majority"]
+    size = max(1, (len(nodes) - 1) // 2)
+    at = nodes.index(lead)
+    group = (nodes[at:] + nodes[:at])[:size]
+    return [group, "rest"]
+
+
+def no_majority(nodes: list[str]) -> list[list[str]]:
+    """Three groups dealt round-robin: with three nodes or more, none holds a majority."""
+    groups: list[list[str]] = [[], [], []]
+    for i, n in enumerate(nodes):
+        groups[i % 3].append(n)
+    return [g for g in groups if g]
+
+
+SUITE: tuple[Fault, ...] = (
+    Fault("none", "no faults", lambda lead, nodes: {}),
+    Fault("crash", "the leader crashes, restarts", lambda lead, nodes: {"crash": lead}),
+    Fault("minority", "the leader cut off with a minority",
+          lambda lead, nodes: {"partition": minority(lead, nodes)}, partition=True),
+    Fault("majority", "split three ways: no side holds a majority",
+          lambda lead, nodes: {"partition": no_majority(nodes)}, partition=True),
+    Fault("loss", "10% of messages lost on every link", lambda lead, nodes: {"loss": "10%"}),
+    Fault("oneway", "the leader's messages out are cut (it still hears)",
+          lambda lead, nodes: {"partition": [[lead], "rest"], "oneway": True}, partition=True),
+    Fault("pause", "the leader paused (a stalled process)", lambda lead, nodes: {"pause": lead}),
+)
+
+
+def suite(names: list[str] | None = None) -> list[Fault]:
+    from lab.errors import ConfigError
+    if not names:
+        return list(SUITE)
+    known = {f.name: f for f in SUITE}
+    for n in names:
+        if n not in known:
+            raise ConfigError(f"unknown fault {n!r} (the suite: {', '.join(known)})", field="--faults")
+    return [f for f in SUITE if f.name in names]
+
+
+# -- what one run measured ---------------------------------------------------------------------
+
+
+def fault_start(trace: list[dict[str, Any]]) -> float | None:
+    """When the run's fault applied: its first ``fault`` event in phase ``apply``."""
+    for ev in trace:
+        if ev.get("ev") == "fault" and (ev.get("data") or {}).get("phase") == "apply":
+            return float(ev["ts"])
+    return None
+
+
+def measure(history: list[dict[str, Any]], trace: list[dict[str, Any]], *, at: float,
+            window: float, duration: float) -> dict[str, Any]:
+    """Availability (share of client ops ok, by when they were invoked) during the fault
+    window and after it, and the time from the heal to the first op ok that was invoked
+    after it. The final reads (invoked after the workload) are left out. A fault-free run
+    has no window: its whole workload is ``after``."""
+    ops = pair_ops(history)
+    if not ops:
+        return {"during": None, "after": None, "recovery_s": None}
+    start = fault_start(trace)
+    t0 = (start - at) if start is not None else min(op.invoke_ts for op in ops)
+    end = t0 + duration
+    heal = (start + window) if start is not None else t0
+    during = [op for op in ops if start is not None and start <= op.invoke_ts < heal]
+    after = [op for op in ops if heal <= op.invoke_ts < end]
+    firsts = [op.complete_ts for op in after if op.outcome == OK and math.isfinite(op.complete_ts)]
+    recovery = round(min(firsts) - heal, 3) if firsts and start is not None else None
+    return {"during": _share(during), "after": _share(after), "recovery_s": recovery,
+            "ops_during": len(during), "ops_after": len(after)}
+
+
+def _share(ops: list[Any]) -> float | None:
+    return round(sum(1 for op in ops if op.outcome == OK) / len(ops), 4) if ops else None
