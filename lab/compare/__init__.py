@@ -21,16 +21,16 @@ import yaml
 
 from lab import report
 from lab.compare import suite as suite_mod
-from lab.compare.rows import Row, rows
-from lab.compare.suite import AT, DURATION, WINDOW, Fault, measure
+from lab.compare.rows import Row, select
+from lab.compare.suite import Fault, Timeline, measure
 from lab.compare.table import build_table, write_outputs
 from lab.topology import duration_text, load_scenario
 
 DEFAULT_SEED = 1
+DEFAULT_TIMELINE = Timeline()
 
 
-def cell_scenario(row: Row, fault: Fault, seed: int, *, at: float = AT, window: float = WINDOW,
-                  duration: float = DURATION) -> dict[str, Any]:
+def cell_scenario(row: Row, fault: Fault, seed: int, timeline: Timeline) -> dict[str, Any]:
     """The scenario one cell runs: the row's shape, the suite's duration, one fault."""
     base = yaml.safe_load(row.scenario.read_text(encoding="utf-8"))
     nodes = _node_names(base)
@@ -38,8 +38,8 @@ def cell_scenario(row: Row, fault: Fault, seed: int, *, at: float = AT, window: 
     doc = dict(base)
     doc["name"] = f"{base.get('name', row.name)}-{fault.name}"
     doc["description"] = f"{row.name} under the comparison's fault: {fault.title}"
-    doc["workload"] = {**(base.get("workload") or {}), "duration": duration_text(duration)}
-    doc["faults"] = fault.faults(lead, nodes, at, window)
+    doc["workload"] = {**(base.get("workload") or {}), "duration": duration_text(timeline.duration)}
+    doc["faults"] = fault.faults(lead, nodes, timeline.at, timeline.window)
     doc["seed"] = seed
     return doc
 
@@ -67,12 +67,14 @@ def _static_leader(target: str, doc: dict[str, Any]) -> str:
 def run_compare(backend: str = "sim", names: list[str] | None = None,
                 faults: list[str] | None = None, seed: int = DEFAULT_SEED,
                 out: str | Path | None = None, quiet: bool = False,
-                say: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the suite against the rows ``names`` picks (default: all) and write the compare
-    directory; returns the table (what table.json holds)."""
-    picked = rows(names)
+                timeline: Timeline = DEFAULT_TIMELINE, extra: tuple[Row, ...] = ()) -> dict[str, Any]:
+    """Run the suite against the rows ``names`` picks (default: all) and ``extra`` rows (a
+    variant not registered: a test's broken protocol), write the compare directory, and
+    return the table (what table.json holds)."""
+    picked = select(names) if names or not extra else []
+    picked += [r for r in extra if r not in picked]
     chosen = suite_mod.suite(faults)
-    say = say or ((lambda _m: None) if quiet else (lambda m: print(m, flush=True)))
+    say: Callable[[str], None] = (lambda _m: None) if quiet else (lambda m: print(m, flush=True))
     out_dir = report.make_run_dir("compare", out, link="latest-compare")
     (out_dir / "scenarios").mkdir(exist_ok=True)
     (out_dir / "runs").mkdir(exist_ok=True)
@@ -82,28 +84,29 @@ def run_compare(backend: str = "sim", names: list[str] | None = None,
     cells: list[dict[str, Any]] = []
     for row in picked:
         for fault in chosen:
-            cells.append(_run_cell(row, fault, backend, seed, out_dir, say))
+            cells.append(_run_cell(row, fault, backend, seed, timeline, out_dir, say))
     elapsed = time.monotonic() - started
-    table = build_table(picked, chosen, cells, backend=backend, seed=seed, elapsed_s=elapsed)
+    table = build_table(picked, chosen, cells, backend=backend, seed=seed, timeline=timeline,
+                        elapsed_s=elapsed)
     text = write_outputs(out_dir, table)
     say(text)
     say(f"compare dir {out_dir}  ({elapsed:.0f} s)")
     return table
 
 
-def _run_cell(row: Row, fault: Fault, backend: str, seed: int, out_dir: Path,
-              say: Callable[[str], None]) -> dict[str, Any]:
+def _run_cell(row: Row, fault: Fault, backend: str, seed: int, timeline: Timeline,
+              out_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
     from lab.runner import run_scenario
     cell = f"{row.name}-{fault.name}"
     path = out_dir / "scenarios" / f"{cell}.yaml"
-    path.write_text(yaml.safe_dump(cell_scenario(row, fault, seed), sort_keys=False,
+    path.write_text(yaml.safe_dump(cell_scenario(row, fault, seed, timeline), sort_keys=False,
                                    default_flow_style=None), encoding="utf-8")
     scenario = load_scenario(str(path))
     t = time.monotonic()
     result = run_scenario(scenario, backend_kind=backend, seed=seed, out=out_dir / "runs" / cell,
                           quiet=True)
     verdicts = {v.check: v.verdict for v in result.verdicts}
-    avail = measure(result.history, result.trace, at=AT, window=WINDOW, duration=DURATION)
+    avail = measure(result.history, result.trace, timeline)
     say(f"  {cell:28s} {_verdict_word(verdicts):10s} ok during "
         f"{_pct(avail['during'])} after {_pct(avail['after'])}  ({time.monotonic() - t:.1f} s)")
     return {"row": row.name, "fault": fault.name, "verdicts": verdicts,

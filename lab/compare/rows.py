@@ -44,10 +44,11 @@ class Row:
     tutorial: str                # its row in TUTORIAL
     note: str = ""               # what sets the row apart, shown under the table
     sources: tuple[str, ...] = field(default=())   # files under nodes/protocols/ its complexity counts
+    shape: Path | None = None    # its scenario file, when not topologies/compare/<name>.yaml
 
     @property
     def scenario(self) -> Path:
-        return SHAPES / f"{self.name}.yaml"
+        return self.shape or SHAPES / f"{self.name}.yaml"
 
 
 _ROWS: dict[str, Row] = {}
@@ -58,7 +59,7 @@ def register(row: Row) -> None:
     _ROWS[row.name] = row
 
 
-def rows(names: list[str] | None = None) -> list[Row]:
+def select(names: list[str] | None = None) -> list[Row]:
     """Every registered row in registration order, or the rows ``names`` picks. A protocol's
     name picks every row of that protocol (``pbft``: pbft and pbft-byzantine)."""
     if not names:

@@ -16,9 +16,18 @@ from typing import Any
 from lab.history import OK, pair_ops
 from lab.topology import duration_text
 
-AT = 1.0          # s after the workload starts: the fault applies
-WINDOW = 2.0      # s the fault lasts
-DURATION = 5.0    # s of workload: AT + WINDOW, then 2 s to recover in
+
+@dataclass(frozen=True)
+class Timeline:
+    """When each run's fault applies and heals, in seconds from the workload's start."""
+
+    at: float = 1.0          # the fault applies
+    window: float = 2.5      # it lasts this long, then is reverted (the heal): above the 2 s
+                             # a 2PC participant may block before nonblocking calls it blocked
+    duration: float = 5.5    # the workload: the rest, after the heal, is the time to recover in
+
+    def as_dict(self) -> dict[str, float]:
+        return {"workload_s": self.duration, "fault_at_s": self.at, "fault_for_s": self.window}
 
 
 @dataclass(frozen=True)
@@ -96,15 +105,16 @@ def fault_start(trace: list[dict[str, Any]]) -> float | None:
     return None
 
 
-def measure(history: list[dict[str, Any]], trace: list[dict[str, Any]], *, at: float,
-            window: float, duration: float) -> dict[str, Any]:
+def measure(history: list[dict[str, Any]], trace: list[dict[str, Any]],
+            timeline: Timeline) -> dict[str, Any]:
     """Availability (share of client ops ok, by when they were invoked) during the fault
-    window and after it, and the time from the heal to the first op ok that was invoked
+    window (ok before the heal) and after it, and the time from the heal to the first op ok that was invoked
     after it. The final reads (invoked after the workload) are left out. A fault-free run
     has no window: its whole workload is ``after``."""
     ops = pair_ops(history)
     if not ops:
         return {"during": None, "after": None, "recovery_s": None}
+    at, window, duration = timeline.at, timeline.window, timeline.duration
     start = fault_start(trace)
     t0 = (start - at) if start is not None else min(op.invoke_ts for op in ops)
     end = t0 + duration
@@ -113,9 +123,13 @@ def measure(history: list[dict[str, Any]], trace: list[dict[str, Any]], *, at: f
     after = [op for op in ops if heal <= op.invoke_ts < end]
     firsts = [op.complete_ts for op in after if op.outcome == OK and math.isfinite(op.complete_ts)]
     recovery = round(min(firsts) - heal, 3) if firsts and start is not None else None
-    return {"during": _share(during), "after": _share(after), "recovery_s": recovery,
-            "ops_during": len(during), "ops_after": len(after)}
+    # An op invoked in the window counts only if it came back ok before the heal: one that
+    # waited the fault out and succeeded after it was not served while the fault lasted.
+    return {"during": _share(during, heal), "after": _share(after, math.inf),
+            "recovery_s": recovery, "ops_during": len(during), "ops_after": len(after)}
 
 
-def _share(ops: list[Any]) -> float | None:
-    return round(sum(1 for op in ops if op.outcome == OK) / len(ops), 4) if ops else None
+def _share(ops: list[Any], by: float) -> float | None:
+    if not ops:
+        return None
+    return round(sum(1 for op in ops if op.outcome == OK and op.complete_ts <= by) / len(ops), 4)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.compare.rows import ROOT, TUTORIAL, Row
-from lab.compare.suite import AT, DURATION, WINDOW, Fault
+from lab.compare.suite import Fault, Timeline
 from lab.views.compare import write_compare_plot
 
 HOLDS, VIOLATED = "holds", "violated"
@@ -90,11 +90,11 @@ def build_row(row: Row, faults: list[Fault], cells: list[dict[str, Any]]) -> dic
 
 
 def build_table(rows: list[Row], faults: list[Fault], cells: list[dict[str, Any]], *,
-                backend: str, seed: int, elapsed_s: float) -> dict[str, Any]:
+                backend: str, seed: int, timeline: Timeline, elapsed_s: float) -> dict[str, Any]:
     return {
         "backend": backend, "seed": seed, "elapsed_s": round(elapsed_s, 1),
         "suite": [{"fault": f.name, "title": f.title, "partition": f.partition} for f in faults],
-        "timeline": {"workload_s": DURATION, "fault_at_s": AT, "fault_for_s": WINDOW},
+        "timeline": timeline.as_dict(),
         "rows": [build_row(r, faults, [c for c in cells if c["row"] == r.name]) for r in rows],
     }
 

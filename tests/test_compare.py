@@ -1,0 +1,110 @@
+"""``zlab compare`` on the simulator, cut down: two rows, two faults, a short timeline.
+
+The table has its structure (table.json rows, table.md, report.md, the plot, one run
+directory per cell, a replay command that names a scenario file that exists), the
+measured columns come from the runs, the correct 2PC blocks under a coordinator crash
+(nonblocking violated) while atomicity holds, and the same 2PC with its named bug
+``decision_not_logged`` turns the consistency cell to atomicity violated. Also: every
+registered row has its scenario file, and the suite's fault steps load as YAML faults.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab.compare import cell_scenario, run_compare
+from lab.compare.rows import Row, select
+from lab.compare.suite import SUITE, Timeline, measure, no_majority
+from lab.errors import ConfigError
+from lab.topology import load_scenario, load_scenario_text
+
+pytestmark = pytest.mark.sim
+
+SHORT = Timeline(at=0.5, window=2.5, duration=3.5)
+
+
+def buggy_twopc(tmp_path: Path) -> Row:
+    doc = yaml.safe_load(Path("topologies/compare/twopc.yaml").read_text(encoding="utf-8"))
+    doc["name"] = "compare-twopc-bug"
+    doc["config"] = {**doc["config"], "bugs": ["decision_not_logged"]}
+    path = tmp_path / "twopc-bug.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return Row("twopc-bug", "twopc", "coordinator", "2PC", shape=path, sources=("twopc.py",))
+
+
+def test_compare_table_and_a_broken_protocol(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    table = run_compare(names=["twopc"], extra=(buggy_twopc(tmp_path),), faults=["none", "crash"],
+                        seed=2, out=out, quiet=True, timeline=SHORT)
+    on_disk = json.loads((out / "table.json").read_text(encoding="utf-8"))
+    assert on_disk == json.loads(json.dumps(table))
+    assert [r["row"] for r in on_disk["rows"]] == ["twopc", "twopc-bug"]
+    assert [f["fault"] for f in on_disk["suite"]] == ["none", "crash"]
+    good, bad = on_disk["rows"]
+    for row in (good, bad):
+        assert row["protocol"] == "twopc"
+        assert row["tutorial"]["availability"] == "poor"
+        assert row["throughput"] > 0 and row["latency_ms"]["p50"] > 0 and row["msgs_per_op"] > 0
+        assert row["complexity_lines"] > 100
+        for fault, cell in row["faults"].items():
+            run = out / cell["run_dir"]
+            assert (run / "history.jsonl").is_file() and (run / "checks.json").is_file()
+            assert set(cell["verdicts"]) == {"atomicity", "conservation", "no_commit_after_abort",
+                                             "nonblocking"}
+            scenario_file = cell["replay"].split()[2]
+            assert load_scenario(scenario_file).seed == 2, fault
+    # the coordinator crashed: the correct 2PC blocks (and answers nothing) but stays atomic
+    assert good["consistency"]["violated"] == {"nonblocking": ["crash"]}
+    assert good["faults"]["crash"]["availability"]["during"] < 0.2
+    assert good["availability"]["after"] > 0.5
+    # ... the one that does not log its decision loses atomicity
+    assert "crash" in bad["consistency"]["violated"]["atomicity"]
+    assert not bad["consistency"]["holds_everywhere"]
+    md = (out / "table.md").read_text(encoding="utf-8")
+    assert "**atomicity** violated (crash)" in md and "| twopc-bug |" in md
+    assert "## The columns" in (out / "report.md").read_text(encoding="utf-8")
+    assert (out / "compare.png").stat().st_size > 1000
+
+
+def test_every_row_has_its_shape_and_every_fault_loads() -> None:
+    rows = select()
+    assert {r.protocol for r in rows} >= {"paxos", "multipaxos", "raft", "pbft", "twopc",
+                                          "threepc", "gossip"}
+    for row in rows:
+        for fault in SUITE:
+            doc = cell_scenario(row, fault, 5, SHORT)
+            s = load_scenario_text(yaml.safe_dump(doc), path=f"{row.name}-{fault.name}")
+            assert s.protocol == row.protocol and s.seed == 5
+            assert s.workload.duration == SHORT.duration
+            assert len(s.faults) == (0 if fault.name == "none" else 1)
+            if s.faults:
+                assert s.faults[0].at == SHORT.at and s.faults[0].duration == SHORT.window
+    assert [r.name for r in select(["pbft"])] == ["pbft", "pbft-byzantine"]
+    with pytest.raises(ConfigError, match="unknown protocol or row 'nope'"):
+        select(["nope"])
+
+
+def test_no_majority_leaves_every_group_short_of_a_majority() -> None:
+    for n in range(3, 10):
+        nodes = [f"n{i}" for i in range(n)]
+        groups = no_majority(nodes)
+        assert sorted(x for g in groups for x in g) == sorted(nodes)
+        assert all(2 * len(g) <= n for g in groups)
+
+
+def test_measure_counts_an_op_that_waited_out_the_fault_as_not_served() -> None:
+    def op(p: int, t0: float, t1: float, kind: str = "ok") -> list[dict[str, object]]:
+        return [{"process": p, "type": "invoke", "f": "read", "key": "x", "value": None, "ts": t0},
+                {"process": p, "type": kind, "f": "read", "key": "x", "value": None, "ts": t1}]
+    trace = [{"ts": 1.5, "node": "lab", "ev": "fault", "data": {"phase": "apply"}}]
+    # SHORT: the fault at 1.5 s means the workload began at 1.0 s; heal at 4.0, end at 4.5
+    history = (op(1, 0.6, 0.7) + op(2, 1.6, 1.7) + op(3, 1.8, 4.2) + op(4, 2.0, 3.0, "info")
+               + op(5, 4.1, 4.3) + op(6, 9.0, 9.1))       # 6 is a final read: after the workload
+    got = measure(history, trace, SHORT)
+    assert got["during"] == pytest.approx(1 / 3, abs=1e-4)   # ops 2, 3, 4 invoked in [1.5, 4.0): only 2 ok in time
+    assert got["after"] == 1.0                      # op 5; op 6 is past the workload's end
+    assert got["recovery_s"] == pytest.approx(0.3)  # heal at 4.0, op 5 ok at 4.3
