@@ -108,3 +108,16 @@ def test_measure_counts_an_op_that_waited_out_the_fault_as_not_served() -> None:
     assert got["during"] == pytest.approx(1 / 3, abs=1e-4)   # ops 2, 3, 4 invoked in [1.5, 4.0): only 2 ok in time
     assert got["after"] == 1.0                      # op 5; op 6 is past the workload's end
     assert got["recovery_s"] == pytest.approx(0.3)  # heal at 4.0, op 5 ok at 4.3
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--protocols", "raft,nope"], "--protocols: unknown protocol or row 'nope'"),
+    (["--faults", "crash,quake"], "--faults: unknown fault 'quake'"),
+])
+def test_cli_bad_input_is_one_line_and_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              args: list[str], said: str) -> None:
+    from lab.cli import main
+    assert main(["compare", *args, "--out", str(tmp_path / "c")]) == 3
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()        # nothing written before the input is checked
