@@ -42,15 +42,17 @@ def write_compare_plot(table: dict[str, Any], path_png: str | Path) -> bool:
                     fontweight="bold" if bad else "normal")
     fig.colorbar(im, ax=ax, fraction=0.03)
     names = [r["row"] for r in rows]
-    p50 = [(r.get("latency_ms") or {}).get("p50") or 0.0 for r in rows]
+    p50 = [(r.get("latency_ms") or {}).get("p50") or 0.0 for r in rows]   # 0: no ok op
     p99 = [(r.get("latency_ms") or {}).get("p99") or 0.0 for r in rows]
     ys = range(len(rows))
     lat.barh([y + 0.2 for y in ys], p99, height=0.4, color="#ff7f0e", label="p99")
     lat.barh([y - 0.2 for y in ys], p50, height=0.4, color="#1f77b4", label="p50")
     lat.set_yticks(list(ys), names)
     lat.invert_yaxis()
-    lat.set_xscale("symlog", linthresh=1.0)
-    lat.set_xlabel("latency without faults (ms)")
+    for y, a, b in zip(ys, p50, p99, strict=True):
+        if b:
+            lat.text(b, y, f" {a:.0f} / {b:.0f}", va="center", fontsize=7)
+    lat.set_xlabel("latency without faults, ms (p50 / p99)")
     lat.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(str(path_png))
