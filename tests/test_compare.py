@@ -96,10 +96,13 @@ def test_no_majority_leaves_every_group_short_of_a_majority() -> None:
         assert all(2 * len(g) <= n for g in groups)
 
 
+def op(p: int, t0: float, t1: float, kind: str = "ok") -> list[dict[str, object]]:
+    """One client read, invoked at t0 and completed (``kind``) at t1."""
+    return [{"process": p, "type": "invoke", "f": "read", "key": "x", "value": None, "ts": t0},
+            {"process": p, "type": kind, "f": "read", "key": "x", "value": None, "ts": t1}]
+
+
 def test_measure_counts_an_op_that_waited_out_the_fault_as_not_served() -> None:
-    def op(p: int, t0: float, t1: float, kind: str = "ok") -> list[dict[str, object]]:
-        return [{"process": p, "type": "invoke", "f": "read", "key": "x", "value": None, "ts": t0},
-                {"process": p, "type": kind, "f": "read", "key": "x", "value": None, "ts": t1}]
     trace = [{"ts": 1.5, "node": "lab", "ev": "fault", "data": {"phase": "apply"}}]
     # SHORT: the fault at 1.5 s means the workload began at 1.0 s; heal at 4.0, end at 4.5
     history = (op(1, 0.6, 0.7) + op(2, 1.6, 1.7) + op(3, 1.8, 4.2) + op(4, 2.0, 3.0, "info")
@@ -121,3 +124,10 @@ def test_cli_bad_input_is_one_line_and_exit_3(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err
     assert said in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()        # nothing written before the input is checked
+
+
+def test_measure_without_a_fault_uses_the_same_windows_as_a_baseline() -> None:
+    # the first op marks the workload's start (0.2): window [0.7, 3.2), after [3.2, 3.7)
+    history = op(1, 0.2, 0.3, "fail") + op(2, 1.0, 1.1) + op(3, 3.3, 3.4, "info")
+    got = measure(history, [], SHORT)
+    assert (got["during"], got["after"], got["recovery_s"]) == (1.0, 0.0, None)

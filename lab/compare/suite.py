@@ -108,21 +108,22 @@ def fault_start(trace: list[dict[str, Any]]) -> float | None:
 def measure(history: list[dict[str, Any]], trace: list[dict[str, Any]],
             timeline: Timeline) -> dict[str, Any]:
     """Availability (share of client ops ok, by when they were invoked) during the fault
-    window (ok before the heal) and after it, and the time from the heal to the first op ok that was invoked
-    after it. The final reads (invoked after the workload) are left out. A fault-free run
-    has no window: its whole workload is ``after``."""
+    window (ok before the heal) and after it, and the time from the heal to the first op ok
+    that was invoked after it. The final reads (invoked after the workload) are left out. A
+    fault-free run is measured over the same windows (its workload's start taken from its
+    first operation), as the baseline; it has no recovery."""
     ops = pair_ops(history)
     if not ops:
         return {"during": None, "after": None, "recovery_s": None}
-    at, window, duration = timeline.at, timeline.window, timeline.duration
-    start = fault_start(trace)
-    t0 = (start - at) if start is not None else min(op.invoke_ts for op in ops)
-    end = t0 + duration
-    heal = (start + window) if start is not None else t0
-    during = [op for op in ops if start is not None and start <= op.invoke_ts < heal]
+    applied = fault_start(trace)
+    t0 = (applied - timeline.at) if applied is not None else min(op.invoke_ts for op in ops)
+    start = t0 + timeline.at
+    heal = start + timeline.window
+    end = t0 + timeline.duration
+    during = [op for op in ops if start <= op.invoke_ts < heal]
     after = [op for op in ops if heal <= op.invoke_ts < end]
     firsts = [op.complete_ts for op in after if op.outcome == OK and math.isfinite(op.complete_ts)]
-    recovery = round(min(firsts) - heal, 3) if firsts and start is not None else None
+    recovery = round(min(firsts) - heal, 3) if firsts and applied is not None else None
     # An op invoked in the window counts only if it came back ok before the heal: one that
     # waited the fault out and succeeded after it was not served while the fault lasted.
     return {"during": _share(during, heal), "after": _share(after, math.inf),

@@ -22,7 +22,7 @@ def write_compare_plot(table: dict[str, Any], path_png: str | Path) -> bool:
         line = []
         for f in faults:
             a = (r["faults"].get(f) or {}).get("availability") or {}
-            v = a.get("after") if f == "none" else a.get("during")
+            v = a.get("during")
             line.append(float("nan") if v is None else v * 100.0)
         grid.append(line)
     fig = Figure(figsize=(12, 0.55 * len(rows) + 2.2), dpi=100)
