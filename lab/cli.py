@@ -4,7 +4,7 @@
     zlab check RUN_DIR                       re-run a stored run's checks
     zlab check --history FILE --model kv     check a history file alone (--format edn: Jepsen's)
     zlab protocols [NAME] [--diagram NAME]   protocols, their tunables and named bugs
-    zlab compare [--backend B] [--protocols a,b] [--faults f,g] [--seed N] [--out DIR]
+    zlab compare [--backend B] [--protocols a,b] [--faults f,g] [--seed N] [--out DIR] [--views]
                                              the tutorial's comparison table, measured
     zlab up/status/fault/client/logs/down    (lab/cli_lab.py, when present)
 
@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--seed", type=int, default=1, help="the seed of every run (default 1)")
     comp.add_argument("--out", default=None,
                       help="directory to write (default: results/compare-<UTC time>)")
+    comp.add_argument("--views", action="store_true",
+                      help="give every run directory its views too (plots, perfetto, space-time); "
+                           "slower")
     comp.set_defaults(func=cmd_compare)
 
     from lab import cli_lab  # up/status/fault/client/logs/down
@@ -226,7 +229,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     def names(text: str | None) -> list[str] | None:
         return [n.strip() for n in text.split(",") if n.strip()] if text else None
     run_compare(backend=args.backend, names=names(args.protocols), faults=names(args.faults),
-                seed=args.seed, out=args.out)
+                seed=args.seed, out=args.out, views=args.views)
     return 0
 
 

@@ -237,12 +237,14 @@ def _verdict_line(v: Verdict, expect: dict[str, str]) -> str:
     return f"[{mark}] {v.check}: {v.verdict}{exp}" + (f" -- {v.detail}" if v.detail else "")
 
 
-def write_report(result: RunResult, extra_notes: Sequence[str] = ()) -> None:
-    """checks.json, the views, and report.md."""
+def write_report(result: RunResult, extra_notes: Sequence[str] = (), views: bool = True) -> None:
+    """checks.json, the views (unless ``views`` is False: they cost most of a short run's
+    time, and a batch of runs may not want them), and report.md."""
     run_dir = result.run_dir
     s = result.scenario
     write_checks(run_dir, result.verdicts, s.expect, result.exit_code)
-    view_notes = write_views(run_dir, result.trace, result.history, result.resolved)
+    view_notes = (write_views(run_dir, result.trace, result.history, result.resolved) if views
+                  else ["views not made for this run; its replay command makes them"])
     st = result.stats
     lines = [
         f"# {s.name}",

@@ -53,6 +53,8 @@ def test_compare_table_and_a_broken_protocol(tmp_path: Path) -> None:
         for fault, cell in row["faults"].items():
             run = out / cell["run_dir"]
             assert (run / "history.jsonl").is_file() and (run / "checks.json").is_file()
+            assert not (run / "plots.png").exists()      # no views unless asked for
+            assert "views not made" in (run / "report.md").read_text(encoding="utf-8")
             assert set(cell["verdicts"]) == {"atomicity", "conservation", "no_commit_after_abort",
                                              "nonblocking"}
             scenario_file = cell["replay"].split()[2]

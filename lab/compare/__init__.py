@@ -67,10 +67,12 @@ def _static_leader(target: str, doc: dict[str, Any]) -> str:
 def run_compare(backend: str = "sim", names: list[str] | None = None,
                 faults: list[str] | None = None, seed: int = DEFAULT_SEED,
                 out: str | Path | None = None, quiet: bool = False,
-                timeline: Timeline = DEFAULT_TIMELINE, extra: tuple[Row, ...] = ()) -> dict[str, Any]:
+                timeline: Timeline = DEFAULT_TIMELINE, extra: tuple[Row, ...] = (),
+                views: bool = False) -> dict[str, Any]:
     """Run the suite against the rows ``names`` picks (default: all) and ``extra`` rows (a
     variant not registered: a test's broken protocol), write the compare directory, and
-    return the table (what table.json holds)."""
+    return the table (what table.json holds). ``views``: each run directory gets its plots,
+    perfetto trace and space-time diagram too (most of a short run's time on the simulator)."""
     picked = select(names) if names or not extra else []
     picked += [r for r in extra if r not in picked]
     chosen = suite_mod.suite(faults)
@@ -84,7 +86,7 @@ def run_compare(backend: str = "sim", names: list[str] | None = None,
     cells: list[dict[str, Any]] = []
     for row in picked:
         for fault in chosen:
-            cells.append(_run_cell(row, fault, backend, seed, timeline, out_dir, say))
+            cells.append(_run_cell(row, fault, backend, seed, timeline, out_dir, say, views))
     elapsed = time.monotonic() - started
     table = build_table(picked, chosen, cells, backend=backend, seed=seed, timeline=timeline,
                         elapsed_s=elapsed)
@@ -95,7 +97,7 @@ def run_compare(backend: str = "sim", names: list[str] | None = None,
 
 
 def _run_cell(row: Row, fault: Fault, backend: str, seed: int, timeline: Timeline,
-              out_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+              out_dir: Path, say: Callable[[str], None], views: bool) -> dict[str, Any]:
     from lab.runner import run_scenario
     cell = f"{row.name}-{fault.name}"
     path = out_dir / "scenarios" / f"{cell}.yaml"
@@ -104,7 +106,7 @@ def _run_cell(row: Row, fault: Fault, backend: str, seed: int, timeline: Timelin
     scenario = load_scenario(str(path))
     t = time.monotonic()
     result = run_scenario(scenario, backend_kind=backend, seed=seed, out=out_dir / "runs" / cell,
-                          quiet=True)
+                          quiet=True, views=views)
     verdicts = {v.check: v.verdict for v in result.verdicts}
     avail = measure(result.history, result.trace, timeline)
     say(f"  {cell:28s} {_verdict_word(verdicts):10s} ok during "
