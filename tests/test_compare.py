@@ -98,34 +98,30 @@ def test_no_majority_leaves_every_group_short_of_a_majority() -> None:
         assert all(2 * len(g) <= n for g in groups)
 
 
-def op(p: int, t0: float, t1: float, kind: str = "ok") -> list[dict[str, object]]:
-    """One client read, invoked at t0 and completed (``kind``) at t1."""
-    return [{"process": p, "type": "invoke", "f": "read", "key": "x", "value": None, "ts": t0},
-            {"process": p, "type": kind, "f": "read", "key": "x", "value": None, "ts": t1}]
+def op(p: int, t0: float, t1: float, kind: str = "ok", error: str | None = None
+       ) -> list[dict[str, object]]:
+    """One client read, invoked at t0 and ended (``kind``, ``error``) at t1."""
+    end = {"process": p, "type": kind, "f": "read", "key": "x", "value": None, "ts": t1}
+    if error:
+        end["error"] = error
+    return [{"process": p, "type": "invoke", "f": "read", "key": "x", "value": None, "ts": t0}, end]
 
 
-def test_measure_counts_an_op_that_waited_out_the_fault_as_not_served() -> None:
+def test_measure_counts_what_was_served_while_the_fault_lasted_and_after() -> None:
     trace = [{"ts": 1.5, "node": "lab", "ev": "fault", "data": {"phase": "apply"}}]
     # SHORT: the fault at 1.5 s means the workload began at 1.0 s; heal at 4.0, end at 4.5
-    history = (op(1, 0.6, 0.7) + op(2, 1.6, 1.7) + op(3, 1.8, 4.2) + op(4, 2.0, 3.0, "info")
-               + op(5, 4.1, 4.3) + op(6, 9.0, 9.1))       # 6 is a final read: after the workload
+    history = (op(1, 0.6, 0.7)                         # ended before the fault: left out
+               + op(2, 1.6, 1.7)                       # served
+               + op(3, 1.8, 4.2)                       # waited the fault out: in neither window
+               + op(4, 2.0, 3.0, "info")               # timed out: not served
+               + op(7, 2.2, 2.3, "fail", "cas_mismatch")    # refused on its merits: served
+               + op(8, 2.4, 2.5, "fail", "unavailable")     # not served
+               + op(9, 4.05, 4.2, "info") + op(5, 4.1, 4.3)  # after the heal: one of two
+               + op(6, 9.0, 9.1))                      # a final read, after the workload
     got = measure(history, trace, SHORT)
-    assert got["during"] == pytest.approx(1 / 3, abs=1e-4)   # ops 2, 3, 4 invoked in [1.5, 4.0): only 2 ok in time
-    assert got["after"] == 1.0                      # op 5; op 6 is past the workload's end
-    assert got["recovery_s"] == pytest.approx(0.3)  # heal at 4.0, op 5 ok at 4.3
-
-
-@pytest.mark.parametrize("args, said", [
-    (["--protocols", "raft,nope"], "--protocols: unknown protocol or row 'nope'"),
-    (["--faults", "crash,quake"], "--faults: unknown fault 'quake'"),
-])
-def test_cli_bad_input_is_one_line_and_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                              args: list[str], said: str) -> None:
-    from lab.cli import main
-    assert main(["compare", *args, "--out", str(tmp_path / "c")]) == 3
-    err = capsys.readouterr().err
-    assert said in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "c").exists()        # nothing written before the input is checked
+    assert got["during"] == 0.5 and got["ops_during"] == 4
+    assert got["after"] == 0.5 and got["ops_after"] == 2
+    assert got["recovery_s"] == pytest.approx(0.3)     # heal at 4.0, op 5 served at 4.3
 
 
 def test_measure_without_a_fault_uses_the_same_windows_as_a_baseline() -> None:

@@ -109,7 +109,7 @@ def _run_cell(row: Row, fault: Fault, backend: str, seed: int, timeline: Timelin
                           quiet=True, views=views)
     verdicts = {v.check: v.verdict for v in result.verdicts}
     avail = measure(result.history, result.trace, timeline)
-    say(f"  {cell:28s} {_verdict_word(verdicts):10s} ok during "
+    say(f"  {cell:28s} {_verdict_word(verdicts):10s} served during "
         f"{_pct(avail['during'])} after {_pct(avail['after'])}  ({time.monotonic() - t:.1f} s)")
     return {"row": row.name, "fault": fault.name, "verdicts": verdicts,
             "details": {v.check: v.detail for v in result.verdicts},

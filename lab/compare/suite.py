@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lab.history import OK, pair_ops
+from lab.history import FAIL, INVOKE, OK, OUTCOMES
 from lab.topology import duration_text
 
 
@@ -105,32 +105,58 @@ def fault_start(trace: list[dict[str, Any]]) -> float | None:
     return None
 
 
+# A fail with one of these errors is the system's answer to the operation itself (the CAS
+# did not match, the account could not pay): it was served. Any other fail, a timeout (info)
+# or an unavailable answer was not.
+ANSWERED = frozenset({"cas_mismatch", "insufficient_funds"})
+
+
+@dataclass(frozen=True)
+class _Op:
+    invoked: float
+    ended: float           # when its outcome was recorded (a timeout's too); inf: never
+    served: bool
+
+
+def client_ops(history: list[dict[str, Any]]) -> list[_Op]:
+    """Each operation of the history with when it ended and whether it was served."""
+    open_: dict[Any, float] = {}
+    out: list[_Op] = []
+    for ev in history:
+        kind, proc = ev.get("type"), ev.get("process")
+        if kind == INVOKE:
+            open_[proc] = float(ev["ts"])
+        elif kind in OUTCOMES and proc in open_:
+            served = kind == OK or (kind == FAIL and ev.get("error") in ANSWERED)
+            out.append(_Op(open_.pop(proc), float(ev["ts"]), served))
+    out += [_Op(t, math.inf, False) for t in open_.values()]
+    return sorted(out, key=lambda op: op.invoked)
+
+
 def measure(history: list[dict[str, Any]], trace: list[dict[str, Any]],
             timeline: Timeline) -> dict[str, Any]:
-    """Availability (share of client ops ok, by when they were invoked) during the fault
-    window (ok before the heal) and after it, and the time from the heal to the first op ok
-    that was invoked after it. The final reads (invoked after the workload) are left out. A
-    fault-free run is measured over the same windows (its workload's start taken from its
-    first operation), as the baseline; it has no recovery."""
-    ops = pair_ops(history)
+    """Availability: the share of client operations served (ok, or refused on their own
+    merits: ANSWERED) among those that *ended* while the fault was in force (a timeout ends
+    an op; one that waited the fault out and ended after the heal is left out of it), and
+    among those *invoked* after the heal until the workload's end; and the time from the
+    heal to the end of the first op invoked after it that was served. The final reads
+    (after the workload) are left out. A fault-free run is measured over the same windows
+    (its workload's start taken from its first operation): the baseline. It has no recovery."""
+    ops = client_ops(history)
     if not ops:
         return {"during": None, "after": None, "recovery_s": None}
     applied = fault_start(trace)
-    t0 = (applied - timeline.at) if applied is not None else min(op.invoke_ts for op in ops)
+    t0 = (applied - timeline.at) if applied is not None else ops[0].invoked
     start = t0 + timeline.at
     heal = start + timeline.window
     end = t0 + timeline.duration
-    during = [op for op in ops if start <= op.invoke_ts < heal]
-    after = [op for op in ops if heal <= op.invoke_ts < end]
-    firsts = [op.complete_ts for op in after if op.outcome == OK and math.isfinite(op.complete_ts)]
+    during = [op for op in ops if start <= op.ended < heal]
+    after = [op for op in ops if heal <= op.invoked < end]
+    firsts = [op.ended for op in after if op.served]
     recovery = round(min(firsts) - heal, 3) if firsts and applied is not None else None
-    # An op invoked in the window counts only if it came back ok before the heal: one that
-    # waited the fault out and succeeded after it was not served while the fault lasted.
-    return {"during": _share(during, heal), "after": _share(after, math.inf),
-            "recovery_s": recovery, "ops_during": len(during), "ops_after": len(after)}
+    return {"during": _share(during), "after": _share(after), "recovery_s": recovery,
+            "ops_during": len(during), "ops_after": len(after)}
 
 
-def _share(ops: list[Any], by: float) -> float | None:
-    if not ops:
-        return None
-    return round(sum(1 for op in ops if op.outcome == OK and op.complete_ts <= by) / len(ops), 4)
+def _share(ops: list[_Op]) -> float | None:
+    return round(sum(1 for op in ops if op.served) / len(ops), 4) if ops else None

@@ -120,7 +120,7 @@ def consistency_text(c: dict[str, Any]) -> str:
 
 def main_table(table: dict[str, Any]) -> list[str]:
     out = ["| protocol | consistency (measured) | tutorial | availability during / after faults "
-           "| tutorial | ok during partitions | tutorial | throughput, p50 / p99 (no faults) "
+           "| tutorial | served during partitions | tutorial | throughput, p50 / p99 (no faults) "
            "| msgs/op | tutorial | recovery after heal, median / max | core lines | tutorial |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table["rows"]:
@@ -172,7 +172,8 @@ def write_outputs(out_dir: Path, table: dict[str, Any]) -> str:
           "How each column is measured: report.md.", "", *head, "",
           "## Under each fault", "",
           "Violated checks (bold; each cell links its run directory) and the share of client "
-          "operations ok while the fault lasted (no faults: the same window, the baseline).", "",
+          "operations served while the fault lasted (no faults: the same window, the baseline).",
+          "",
           *by_fault, ""]
     (out_dir / "table.md").write_text("\n".join(md), encoding="utf-8")
     plot_note = ""
@@ -222,12 +223,15 @@ recover in; then the runner settles the cluster and makes its final reads, as `z
   row's scenario, run on each fault's history and trace. "all N checks hold" means every check
   held under every fault; otherwise the violated checks and the faults they broke under. Each
   run can be replayed (below) and its directory holds the checker's explanation.
-- **availability during / after faults**: the share of client operations that came back `ok`,
-  counted by when they were invoked: during the fault window, and in the rest of the workload
-  after the heal; the mean over the faulty runs. A refused transfer (2PC/3PC abort) and an
-  operation that timed out both count as not ok; the final reads are left out. The
-  fault-free run, measured over the same window, is the baseline (the `none` column below).
-- **ok during partitions**: the same share, over the partition faults only (minority, no
+- **availability during / after faults**: the share of client operations *served*: `ok`, or
+  refused on their own merits (a CAS that did not match, a transfer the account could not
+  pay). "During": of the operations that ended (answered or timed out) while the fault was
+  in force; one that waited the fault out and ended after the heal counts in neither
+  window. "After": of the operations invoked after the heal until the workload ended. The
+  mean over the faulty runs. A 2PC/3PC abort and a timeout are not served; the final reads
+  are left out. The fault-free run, measured over the same windows, is the baseline (the
+  `none` column below).
+- **served during partitions**: the same share, over the partition faults only (minority, no
   majority, one-way), with the checks violated under them: the tutorial's "partition
   tolerance".
 - **throughput, p50 / p99**: from the fault-free run (its metrics.json): `ok` operations per
@@ -236,8 +240,8 @@ recover in; then the runner settles the cluster and makes its final reads, as `z
   time (no CPU cost), so it counts round trips; on `local` it includes real processing.
 - **msgs/op**: messages the nodes sent one another over the fault-free run (heartbeats and
   gossip included) per client operation: Maelstrom's msgs-per-op.
-- **recovery after heal**: seconds from the heal to the completion of the first operation
-  invoked after it that came back `ok`, median and max over the faulty runs; "never" names
+- **recovery after heal**: seconds from the heal to the end of the first operation
+  invoked after it that was served, median and max over the faulty runs; "never" names
   the faults after which no operation succeeded before the workload ended. Its floor is the
   gap between arrivals (about 10 ms at 100 ops/s) plus one operation's latency.
 - **core lines**: lines of the protocol's core files under nodes/protocols/ that are neither

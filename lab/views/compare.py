@@ -31,7 +31,7 @@ def write_compare_plot(table: dict[str, Any], path_png: str | Path) -> bool:
     im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
     ax.set_xticks(range(len(faults)), faults)
     ax.set_yticks(range(len(rows)), [r["row"] for r in rows])
-    ax.set_title("client ops ok during each fault (%); x = a check violated")
+    ax.set_title("client ops served during each fault (%); x = a check violated")
     for i, r in enumerate(rows):
         for j, f in enumerate(faults):
             cell = r["faults"].get(f) or {}
