@@ -129,3 +129,16 @@ def test_measure_without_a_fault_uses_the_same_windows_as_a_baseline() -> None:
     history = op(1, 0.2, 0.3, "fail") + op(2, 1.0, 1.1) + op(3, 3.3, 3.4, "info")
     got = measure(history, [], SHORT)
     assert (got["during"], got["after"], got["recovery_s"]) == (1.0, 0.0, None)
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--protocols", "raft,nope"], "--protocols: unknown protocol or row 'nope'"),
+    (["--faults", "crash,quake"], "--faults: unknown fault 'quake'"),
+])
+def test_cli_bad_input_is_one_line_and_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              args: list[str], said: str) -> None:
+    from lab.cli import main
+    assert main(["compare", *args, "--out", str(tmp_path / "c")]) == 3
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()        # nothing written before the input is checked
