@@ -235,7 +235,8 @@ recover in; then the runner settles the cluster and makes its final reads, as `z
   majority, one-way), with the checks violated under them: the tutorial's "partition
   tolerance".
 - **throughput, p50 / p99**: from the fault-free run (its metrics.json): `ok` operations per
-  second of workload under an open-loop offered load (each row's scenario: 100 ops/s), and the
+  second of workload under an open-loop offered load (each row's scenario: 100 ops/s, 8
+  clients with one operation each in flight: at most 8 / latency of it is taken), and the
   latency of `ok` operations, invocation to completion. On `sim` latency is simulated network
   time (no CPU cost), so it counts round trips; on `local` it includes real processing.
 - **msgs/op**: messages the nodes sent one another over the fault-free run (heartbeats and
