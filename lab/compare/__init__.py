@@ -24,6 +24,7 @@ from lab.compare import suite as suite_mod
 from lab.compare.rows import Row, select
 from lab.compare.suite import Fault, Timeline, measure
 from lab.compare.table import build_table, write_outputs
+from lab.scenario import Scenario
 from lab.topology import duration_text, load_scenario
 
 DEFAULT_SEED = 1
@@ -31,36 +32,26 @@ DEFAULT_TIMELINE = Timeline()
 
 
 def cell_scenario(row: Row, fault: Fault, seed: int, timeline: Timeline) -> dict[str, Any]:
-    """The scenario one cell runs: the row's shape, the suite's duration, one fault."""
-    base = yaml.safe_load(row.scenario.read_text(encoding="utf-8"))
-    nodes = _node_names(base)
-    lead = _static_leader(row.leader, base)
-    doc = dict(base)
-    doc["name"] = f"{base.get('name', row.name)}-{fault.name}"
+    """The scenario one cell runs: the row's shape (checked as any scenario file is), the
+    suite's duration, one fault."""
+    shape = load_scenario(str(row.scenario))
+    doc = dict(shape.raw)
+    doc["name"] = f"{shape.name}-{fault.name}"
     doc["description"] = f"{row.name} under the comparison's fault: {fault.title}"
-    doc["workload"] = {**(base.get("workload") or {}), "duration": duration_text(timeline.duration)}
-    doc["faults"] = fault.faults(lead, nodes, timeline.at, timeline.window)
+    doc["workload"] = {**(doc.get("workload") or {}), "duration": duration_text(timeline.duration)}
+    doc["faults"] = fault.faults(_static_leader(row.leader, shape), shape.node_names,
+                                 timeline.at, timeline.window)
     doc["seed"] = seed
     return doc
 
 
-def _node_names(doc: dict[str, Any]) -> list[str]:
-    nodes = doc.get("nodes")
-    if isinstance(nodes, int):
-        return [f"n{i}" for i in range(1, nodes + 1)]
-    return [n if isinstance(n, str) else str(n["name"]) for n in nodes or []]
-
-
-def _static_leader(target: str, doc: dict[str, Any]) -> str:
+def _static_leader(target: str, shape: Scenario) -> str:
     """``coordinator`` is a role the scenario fixes: name its node, so that the minority
     partition can put the nodes after it on its side. Other targets stay as they are."""
-    if target != "coordinator":
-        return target
-    for n in doc.get("nodes") or []:
-        if isinstance(n, dict):
-            roles = n.get("role")
-            if roles == "coordinator" or (isinstance(roles, list) and "coordinator" in roles):
-                return str(n["name"])
+    if target == "coordinator":
+        for n in shape.nodes:
+            if "coordinator" in n.roles:
+                return n.name
     return target
 
 
