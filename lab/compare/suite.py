@@ -1,8 +1,8 @@
 """The fault suite of ``zlab compare`` and what is measured in each of its runs.
 
-Every run of the suite has the same timeline: the workload runs ``DURATION`` seconds, one
-fault applies at ``AT`` and is reverted ``WINDOW`` later (a YAML ``for:``), and the rest of
-the workload is the "after" window. The fault is written against the row's leader target
+Every run of the suite has the same :class:`Timeline`: the workload runs ``duration``
+seconds, one fault applies at ``at`` and is reverted ``window`` later (a YAML ``for:``), and
+the rest of the workload is the "after" window. The fault is written against the row's leader target
 (``L``: leader, primary, coordinator, or a fixed or random node for protocols with none).
 """
 
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lab.errors import ConfigError
 from lab.history import FAIL, INVOKE, OK, OUTCOMES
 from lab.topology import duration_text
 
@@ -84,7 +85,7 @@ SUITE: tuple[Fault, ...] = (
 
 
 def suite(names: list[str] | None = None) -> list[Fault]:
-    from lab.errors import ConfigError
+    """The faults ``names`` picks, in the suite's order (default: all of them)."""
     if not names:
         return list(SUITE)
     known = {f.name: f for f in SUITE}
