@@ -108,7 +108,8 @@ def op(p: int, t0: float, t1: float, kind: str = "ok", error: str | None = None
 
 
 def test_measure_counts_what_was_served_while_the_fault_lasted_and_after() -> None:
-    trace = [{"ts": 1.5, "node": "lab", "ev": "fault", "data": {"phase": "apply"}}]
+    trace = [{"ts": 1.5, "node": "lab", "ev": "fault", "data": {"phase": "apply"}},
+             {"ts": 4.0, "node": "lab", "ev": "fault", "data": {"phase": "revert"}}]
     # SHORT: the fault at 1.5 s means the workload began at 1.0 s; heal at 4.0, end at 4.5
     history = (op(1, 0.6, 0.7)                         # ended before the fault: left out
                + op(2, 1.6, 1.7)                       # served
@@ -122,6 +123,16 @@ def test_measure_counts_what_was_served_while_the_fault_lasted_and_after() -> No
     assert got["during"] == 0.5 and got["ops_during"] == 4
     assert got["after"] == 0.5 and got["ops_after"] == 2
     assert got["recovery_s"] == pytest.approx(0.3)     # heal at 4.0, op 5 served at 4.3
+
+
+def test_measure_takes_the_heal_from_the_revert_event() -> None:
+    # a backend that restarted late: applied at 1.5 (t0 1.0), reverted at 4.3, not 4.0
+    trace = [{"ts": 1.5, "node": "lab", "ev": "fault", "data": {"phase": "apply"}},
+             {"ts": 4.3, "node": "lab", "ev": "fault", "data": {"phase": "revert"}}]
+    history = op(1, 3.0, 4.1, "info") + op(2, 4.35, 4.4)
+    got = measure(history, trace, SHORT)
+    assert (got["during"], got["after"]) == (0.0, 1.0)
+    assert got["recovery_s"] == pytest.approx(0.1)
 
 
 def test_measure_without_a_fault_uses_the_same_windows_as_a_baseline() -> None:

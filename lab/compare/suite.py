@@ -98,12 +98,19 @@ def suite(names: list[str] | None = None) -> list[Fault]:
 # -- what one run measured ---------------------------------------------------------------------
 
 
-def fault_start(trace: list[dict[str, Any]]) -> float | None:
-    """When the run's fault applied: its first ``fault`` event in phase ``apply``."""
+def fault_times(trace: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """When the run's fault applied and when it was reverted: its first ``fault`` events in
+    phase ``apply`` and ``revert`` (None where there is none)."""
+    applied = reverted = None
     for ev in trace:
-        if ev.get("ev") == "fault" and (ev.get("data") or {}).get("phase") == "apply":
-            return float(ev["ts"])
-    return None
+        if ev.get("ev") != "fault":
+            continue
+        phase = (ev.get("data") or {}).get("phase")
+        if phase == "apply" and applied is None:
+            applied = float(ev["ts"])
+        elif phase == "revert" and applied is not None and reverted is None:
+            reverted = float(ev["ts"])
+    return applied, reverted
 
 
 # A fail with one of these errors is the system's answer to the operation itself (the CAS
@@ -138,7 +145,8 @@ def measure(history: list[dict[str, Any]], trace: list[dict[str, Any]],
             timeline: Timeline) -> dict[str, Any]:
     """Availability: the share of client operations served (ok, or refused on their own
     merits: ANSWERED) among those that *ended* while the fault was in force (a timeout ends
-    an op; one that waited the fault out and ended after the heal is left out of it), and
+    an op; one that waited the fault out and ended after the heal is left out of it; the heal
+    is the fault's revert event, or the timeline's when there is none), and
     among those *invoked* after the heal until the workload's end; and the time from the
     heal to the end of the first op invoked after it that was served. The final reads
     (after the workload) are left out. A fault-free run is measured over the same windows
@@ -146,10 +154,11 @@ def measure(history: list[dict[str, Any]], trace: list[dict[str, Any]],
     ops = client_ops(history)
     if not ops:
         return {"during": None, "after": None, "recovery_s": None}
-    applied = fault_start(trace)
+    applied, reverted = fault_times(trace)
     t0 = (applied - timeline.at) if applied is not None else ops[0].invoked
     start = t0 + timeline.at
-    heal = start + timeline.window
+    # The heal as it happened: a backend whose restart takes seconds (docker) reverts late.
+    heal = reverted if reverted is not None else start + timeline.window
     end = t0 + timeline.duration
     during = [op for op in ops if start <= op.ended < heal]
     after = [op for op in ops if heal <= op.invoked < end]

@@ -241,7 +241,8 @@ recover in; then the runner settles the cluster and makes its final reads, as `z
   time (no CPU cost), so it counts round trips; on `local` it includes real processing.
 - **msgs/op**: messages the nodes sent one another over the fault-free run (heartbeats and
   gossip included) per client operation: Maelstrom's msgs-per-op.
-- **recovery after heal**: seconds from the heal to the end of the first operation
+- **recovery after heal**: seconds from the heal (the fault's revert event in the trace)
+  to the end of the first operation
   invoked after it that was served, median and max over the faulty runs; "never" names
   the faults after which no operation succeeded before the workload ended. Its floor is the
   gap between arrivals (about 10 ms at 100 ops/s) plus one operation's latency.
