@@ -224,12 +224,16 @@ def check_run_dir(run_dir: Path, time_limit: float = 30.0) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from lab.compare import run_compare
+    from lab.compare import failed_runs, run_compare
 
     def names(text: str | None) -> list[str] | None:
         return [n.strip() for n in text.split(",") if n.strip()] if text else None
-    run_compare(backend=args.backend, names=names(args.protocols), faults=names(args.faults),
-                seed=args.seed, out=args.out, views=args.views)
+    table = run_compare(backend=args.backend, names=names(args.protocols),
+                        faults=names(args.faults), seed=args.seed, out=args.out, views=args.views)
+    failed = failed_runs(table)
+    if failed:
+        print(f"zlab: {len(failed)} runs could not be made: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 

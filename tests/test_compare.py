@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -153,3 +154,25 @@ def test_cli_bad_input_is_one_line_and_exit_3(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err
     assert said in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()        # nothing written before the input is checked
+
+
+def test_a_run_the_runtime_cannot_make_is_noted_and_the_table_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import lab.runner
+    from lab.cli import main
+    from lab.errors import BackendError
+    real = lab.runner.run_scenario
+
+    def flaky(scenario: Any, **kwargs: Any) -> Any:
+        if scenario.name.endswith("-crash"):
+            raise BackendError("lab x: n1 did not answer within 20s")
+        return real(scenario, **kwargs)
+    monkeypatch.setattr(lab.runner, "run_scenario", flaky)
+    out = tmp_path / "c"
+    assert main(["compare", "--protocols", "gossip", "--faults", "none,crash", "--out", str(out)]) == 3
+    assert "1 runs could not be made: gossip/crash" in capsys.readouterr().err
+    row = json.loads((out / "table.json").read_text(encoding="utf-8"))["rows"][0]
+    assert row["faults"]["crash"]["error"] == "lab x: n1 did not answer within 20s"
+    assert row["consistency"]["unknown"] == {"run failed": ["crash"]}
+    assert row["faults"]["none"]["verdicts"]["convergence"] == "holds"   # the other run stands
+    assert "run failed" in (out / "table.md").read_text(encoding="utf-8")

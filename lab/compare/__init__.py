@@ -24,6 +24,7 @@ from lab.compare import suite as suite_mod
 from lab.compare.rows import Row, select
 from lab.compare.suite import Fault, Timeline, measure
 from lab.compare.table import build_table, write_outputs
+from lab.errors import BackendError
 from lab.scenario import Scenario
 from lab.topology import duration_text, load_scenario
 
@@ -87,6 +88,11 @@ def run_compare(backend: str = "sim", names: list[str] | None = None,
     return table
 
 
+def failed_runs(table: dict[str, Any]) -> list[str]:
+    """``row/fault`` of every run the runtime could not make."""
+    return [f"{r['row']}/{f}" for r in table["rows"] for f, c in r["faults"].items() if c.get("error")]
+
+
 def _run_cell(row: Row, fault: Fault, backend: str, seed: int, timeline: Timeline,
               out_dir: Path, say: Callable[[str], None], views: bool) -> dict[str, Any]:
     from lab.runner import run_scenario
@@ -96,8 +102,18 @@ def _run_cell(row: Row, fault: Fault, backend: str, seed: int, timeline: Timelin
                                    default_flow_style=None), encoding="utf-8")
     scenario = load_scenario(str(path))
     t = time.monotonic()
-    result = run_scenario(scenario, backend_kind=backend, seed=seed, out=out_dir / "runs" / cell,
-                          quiet=True, views=views)
+    run_dir = out_dir / "runs" / cell
+    try:
+        result = run_scenario(scenario, backend_kind=backend, seed=seed, out=run_dir,
+                              quiet=True, views=views)
+    except BackendError as e:
+        # One run the runtime could not make (nodes that did not start on a loaded machine):
+        # the table goes on without it and says so.
+        say(f"  {cell:28s} failed     {e}")
+        return {"row": row.name, "fault": fault.name, "verdicts": {}, "details": {},
+                "availability": {"during": None, "after": None, "recovery_s": None},
+                "metrics": {}, "run_dir": str(run_dir.relative_to(out_dir)),
+                "replay": f"zlab run {path} --backend {backend} --seed {seed}", "error": str(e)}
     verdicts = {v.check: v.verdict for v in result.verdicts}
     avail = measure(result.history, result.trace, timeline)
     say(f"  {cell:28s} {_verdict_word(verdicts):10s} served during "

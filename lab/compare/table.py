@@ -37,6 +37,8 @@ def consistency(cells: list[dict[str, Any]]) -> dict[str, Any]:
     violated: dict[str, list[str]] = {}
     unknown: dict[str, list[str]] = {}
     for c in cells:
+        if c.get("error"):
+            unknown.setdefault("run failed", []).append(c["fault"])
         for check, verdict in c["verdicts"].items():
             if verdict == VIOLATED:
                 violated.setdefault(check, []).append(c["fault"])
@@ -81,11 +83,13 @@ def build_row(row: Row, faults: list[Fault], cells: list[dict[str, Any]]) -> dic
         "msgs_per_op": metrics.get("msgs_per_op"),
         "recovery_s": {"median": round(statistics.median(found), 3) if found else None,
                        "max": max(found) if found else None,
-                       "never": [c["fault"] for c in faulty if c["availability"]["recovery_s"] is None]},
+                       "never": [c["fault"] for c in faulty
+                                 if c["availability"]["recovery_s"] is None and not c.get("error")]},
         "complexity_lines": core_lines(row),
         "tutorial": {"row": row.tutorial, **TUTORIAL.get(row.tutorial, {})},
         "faults": {c["fault"]: {k: c[k] for k in ("verdicts", "details", "availability", "metrics",
-                                                  "run_dir", "replay")} for c in cells},
+                                                  "run_dir", "replay", "error") if k in c}
+                   for c in cells},
     }
 
 
@@ -153,6 +157,8 @@ def fault_table(table: dict[str, Any]) -> list[str]:
             bad = [k for k, v in c["verdicts"].items() if v == VIOLATED]
             unk = [k for k, v in c["verdicts"].items() if v not in (HOLDS, VIOLATED)]
             word = ("**" + ", ".join(bad) + "**") if bad else ("? " + ", ".join(unk)) if unk else "ok"
+            if c.get("error"):
+                word = "run failed"
             a = c["availability"]
             avail = _pct(a["during"])
             cells.append(f"[{word}]({c['run_dir']}) {avail}")
