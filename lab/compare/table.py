@@ -12,6 +12,7 @@ from lab.compare.suite import Fault, Timeline
 from lab.views.compare import write_compare_plot
 
 HOLDS, VIOLATED = "holds", "violated"
+RUN_FAILED = "run failed"       # a run the runtime could not make, in place of its verdicts
 
 
 # -- building ----------------------------------------------------------------------------------
@@ -38,7 +39,7 @@ def consistency(cells: list[dict[str, Any]]) -> dict[str, Any]:
     unknown: dict[str, list[str]] = {}
     for c in cells:
         if c.get("error"):
-            unknown.setdefault("run failed", []).append(c["fault"])
+            unknown.setdefault(RUN_FAILED, []).append(c["fault"])
         for check, verdict in c["verdicts"].items():
             if verdict == VIOLATED:
                 violated.setdefault(check, []).append(c["fault"])
@@ -118,7 +119,8 @@ def consistency_text(c: dict[str, Any]) -> str:
     if c["holds_everywhere"]:
         return f"all {len(c['checks'])} checks hold"
     parts = [f"**{k}** violated ({', '.join(v)})" for k, v in sorted(c["violated"].items())]
-    parts += [f"{k} unknown ({', '.join(v)})" for k, v in sorted(c["unknown"].items())]
+    parts += [f"{k}{'' if k == RUN_FAILED else ' unknown'} ({', '.join(v)})"
+              for k, v in sorted(c["unknown"].items())]
     return "; ".join(parts)
 
 
@@ -158,7 +160,7 @@ def fault_table(table: dict[str, Any]) -> list[str]:
             unk = [k for k, v in c["verdicts"].items() if v not in (HOLDS, VIOLATED)]
             word = ("**" + ", ".join(bad) + "**") if bad else ("? " + ", ".join(unk)) if unk else "ok"
             if c.get("error"):
-                word = "run failed"
+                word = RUN_FAILED
             a = c["availability"]
             avail = _pct(a["during"])
             cells.append(f"[{word}]({c['run_dir']}) {avail}")
