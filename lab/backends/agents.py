@@ -357,6 +357,9 @@ class AgentBackend(Backend):
 
     def _pump(self, until_mono: float) -> None:
         """Wait for answers until the monotonic time ``until_mono`` (or the first batch), dispatching them."""
+        for c in self.clients.values():
+            if c.batch:
+                c.flush()
         timeout = max(0, int((until_mono - time.monotonic()) * 1000.0 + 0.999))
         if self._poller is None:
             time.sleep(timeout / 1000.0)
