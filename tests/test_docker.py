@@ -553,3 +553,29 @@ def test_unit_a_big_lab_writes_its_rules_in_linear_time_and_names_every_peers_ma
     lines = open(b._neigh_file).read().splitlines()
     assert len(lines) == 100
     assert lines[0] == "neigh replace 10.213.119.10 lladdr 02:42:0a:d5:77:0a dev eth0 nud permanent"
+
+
+def test_unit_a_network_the_engine_still_counts_endpoints_on_is_asked_again(monkeypatch):
+    import docker.errors
+
+    import lab.backends.docker as dk
+    monkeypatch.setattr(dk, "KILL_WAIT", 0.3)
+    busy = docker.errors.APIError("403", explanation="network x id 1 has active endpoints")
+
+    class Api:
+        def __init__(self, fails: int) -> None:
+            self.fails, self.calls = fails, 0
+
+        def remove_network(self, net_id: str) -> None:
+            self.calls += 1
+            if self.calls <= self.fails:
+                raise busy
+
+    class Client:
+        def __init__(self, fails: int) -> None:
+            self.api = Api(fails)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    c = Client(fails=2)
+    assert dk._remove_network(c, "1", "x") and c.api.calls == 3
+    with pytest.raises(BackendError, match="cannot remove network x: .*active endpoints"):
+        dk._remove_network(Client(fails=10**9), "1", "x")

@@ -66,6 +66,7 @@ SUBNET_PREFIX = os.environ.get("ZLAB_SUBNET_PREFIX", "10.213")   # labs get <pre
 FIRST_HOST = 10                  # node i gets .<FIRST_HOST + i>; .1 is the bridge
 MAX_NODES = 254 - FIRST_HOST
 WORKERS = 8                      # parallel docker calls (create, start, exec)
+STOP_TIMEOUT = 2                 # s for an agent to stop on SIGTERM before SIGKILL
 KILL_WAIT = 10.0                 # s for a killed container to be reported gone
 ALIVE_EVERY = 1.0                # s between checks that no starting container exited
 
@@ -538,11 +539,9 @@ class DockerBackend(AgentBackend):
             self._apply_kernel([node])
 
     def _stop_all(self) -> None:
-        """Revert faults in every live node, then remove everything this lab made -- found by its
-        run label, so a start that failed (say, on a name another lab holds) removes only what it
-        created itself. Containers are removed at once, not stopped first: their traces were read
-        and their volumes go too, and a stop and then a removal per container doubled the engine's
-        work (a 100-node lab took over a minute to go)."""
+        """Revert faults in every live node, stop the containers, then remove everything this
+        lab made -- found by its run label, so a start that failed (say, on a name another lab
+        holds) removes only what it created itself."""
         try:
             for f in self._starts.values():
                 f.cancel()                      # not begun: never will; begun: waited for below
@@ -561,6 +560,7 @@ class DockerBackend(AgentBackend):
                 self.paused.discard(n)
             if self.ips:
                 self._revert_kernel(live)
+            self._parallel(lambda n: self._stop_one(ours[n]), ours)
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
@@ -577,6 +577,12 @@ class DockerBackend(AgentBackend):
         except Exception:  # noqa: BLE001 -- an engine hiccup: down_all still removes them by label
             return {}
         return {c["Labels"].get(LABEL_NODE, c["Id"]): c["Id"] for c in found}
+
+    def _stop_one(self, container: str) -> None:
+        try:
+            self.docker.api.stop(container, timeout=STOP_TIMEOUT)
+        except Exception:  # noqa: BLE001 -- already gone is fine; down_all removes the rest
+            pass
 
     def start(self) -> None:
         super().start()
@@ -781,6 +787,24 @@ def list_labelled(client: Any, lab: str | None = None, owner: str | None = None,
     }
 
 
+def _remove_network(client: Any, net_id: str, name: str) -> bool:
+    """Remove a network whose containers were just removed; whether it was there. A busy engine
+    may still count an endpoint of a removed container for a while: asked again for KILL_WAIT s."""
+    import docker.errors
+
+    deadline = time.monotonic() + KILL_WAIT
+    while True:
+        try:
+            client.api.remove_network(net_id)
+            return True
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as e:
+            if "active endpoints" not in str(e.explanation or e) or time.monotonic() >= deadline:
+                raise BackendError(f"cannot remove network {name}: {e.explanation or e}") from None
+            time.sleep(0.5)
+
+
 def down_all(lab: str | None = None, *, owner: str | None = None, run: str | None = None,
              client: Any = None) -> dict[str, list[str]]:
     """Remove every container, network and volume labelled ``zlab.lab`` (of ``lab`` / ``owner``
@@ -806,16 +830,19 @@ def down_all(lab: str | None = None, *, owner: str | None = None, run: str | Non
                 raise
         removed["containers"] = [n for n in pool.map(rm, found["containers"]) if n]
     # By id: names need not be unique (the engine's duplicate check is best effort).
+    failed: list[BackendError] = []
     for net in client.api.networks(filters={"label": _label_filters(lab, owner, run)}):
         try:
-            client.api.remove_network(net["Id"])
-            removed["networks"].append(net["Name"])
-        except docker.errors.NotFound:
-            pass
+            if _remove_network(client, net["Id"], net["Name"]):
+                removed["networks"].append(net["Name"])
+        except BackendError as e:
+            failed.append(e)          # the volumes still go; then say what is left
     for name in found["volumes"]:
         try:
             client.api.remove_volume(name, force=True)
             removed["volumes"].append(name)
         except docker.errors.NotFound:
             pass
+    if failed:
+        raise failed[0]
     return removed
