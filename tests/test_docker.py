@@ -542,7 +542,8 @@ def test_unit_readiness_waits_while_nodes_keep_coming_up_and_not_past_a_stall(fa
 
 def test_unit_a_big_lab_writes_its_rules_in_linear_time_and_names_every_peers_mac(tmp_path):
     from lab.backends.docker import mac_of
-    b = DockerBackend(register(100, "big"), 1, str(tmp_path), lab="big", owner="t", client=FakeDocker())
+    b = DockerBackend(register(100, "big"), 1, str(tmp_path), lab="big", owner="t", client=FakeDocker(),
+                      state_dir=str(tmp_path / "state"))
     b.subnet = "10.213.119.0/24"
     b.ips = {n: b._ip(i) for i, n in enumerate(b.names)}
     t = time.monotonic()
