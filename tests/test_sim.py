@@ -197,7 +197,7 @@ def test_link_settings_are_validated():
 
 def test_bad_settings_are_config_errors_before_the_run():
     nodes = [NodeSpec("n1"), NodeSpec("n2")]
-    with pytest.raises(ConfigError, match="link n1->n1: unknown delay distribution"):
+    with pytest.raises(ConfigError, match="every link: unknown delay distribution"):
         SimBackend(Scenario(name="t", protocol="register", nodes=nodes,
                             network=NetworkSpec(default=LinkParams(distribution="normal"))), 1, "/x")
     with pytest.raises(ConfigError, match="config.election_timeout"):

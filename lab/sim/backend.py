@@ -132,14 +132,10 @@ class SimBackend(Backend):
         self._node_specs = {n.name: n.as_dict() for n in scenario.nodes}
         self._node_specs_view = MappingProxyType(self._node_specs)
         self._nodes = {name: _Node(name) for name in self._node_specs}
-        self.network = NetworkModel(scenario.network, random.Random(f"{seed}/network"))
-        for src in self._nodes:         # a bad link setting is bad input: say so now, not mid-run
-            for dst in self._nodes:
-                try:
-                    self.network.link(src, dst)
-                except ValueError as e:
-                    raise ConfigError(f"link {src}->{dst}: {e}", path=scenario.source,
-                                      field="network") from None
+        try:        # a bad link setting is bad input: say so now, not mid-run
+            self.network = NetworkModel(scenario.network, random.Random(f"{seed}/network"))
+        except ValueError as e:
+            raise ConfigError(str(e), path=scenario.source, field="network") from None
         self._client_delay = scenario.network.default.delay
         self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = 0
