@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections import deque
+from array import array
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -281,12 +281,16 @@ class Detector:
     as Cassandra's): phi(t) = (t - last arrival) / mean gap * log10(e). The time at which phi
     passes the threshold is worked out at each arrival, so a check is one comparison."""
 
-    __slots__ = ("last", "gaps", "total", "span", "deadline")
+    __slots__ = ("last", "gaps", "window", "oldest", "total", "span", "deadline")
 
     def __init__(self, now: float, bootstrap: float, window: int, threshold: float) -> None:
         self.last = now
         # One made-up gap so that a peer never heard from is judged on the expected cadence.
-        self.gaps: deque[float] = deque([bootstrap], maxlen=window)
+        # A ring of unboxed floats: a 1,000-node lab holds a million detectors, and a deque
+        # costs 600 bytes before its first gap.
+        self.gaps = array("d", (bootstrap,))
+        self.window = window
+        self.oldest = 0                          # where the next gap goes once the ring is full
         self.total = bootstrap
         self.span = threshold / LOG10_E          # mean gaps until phi passes the threshold
         self.deadline = now + self.span * bootstrap
@@ -294,9 +298,13 @@ class Detector:
     def arrive(self, now: float) -> None:
         gap = now - self.last
         gaps = self.gaps
-        if len(gaps) == gaps.maxlen:
-            self.total -= gaps[0]
-        gaps.append(gap)
+        if len(gaps) < self.window:
+            gaps.append(gap)
+        else:
+            i = self.oldest
+            self.total -= gaps[i]
+            gaps[i] = gap
+            self.oldest = (i + 1) % self.window
         self.total += gap
         self.last = now
         self.deadline = now + self.span * self.total / len(gaps)
