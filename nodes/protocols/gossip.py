@@ -68,7 +68,7 @@ LOG10_E = math.log10(math.e)
 # An endpoint state as it travels: [generation, heartbeat, version, load, [schema version,
 # schema value, set by]]. The version counts changes of load and schema, not heartbeats.
 G, HB, VER, LOAD, SCH = range(5)
-NO_SCHEMA: list[Any] = [0, None, ""]
+NO_SCHEMA: list[Any] = [0, None, ""]      # shared by endpoints: never change it in place
 
 
 @dataclasses.dataclass(frozen=True)
@@ -759,8 +759,10 @@ class Gossip(Core):
             if origin not in self.peer_set:
                 return          # ourselves, or not a member
             hb = mine[HB] if mine is not None and mine[G] == e[G] else 0
-            self.endpoints[origin] = [e[G], hb, e[VER], e[LOAD], e[SCH]]
             sch = e[SCH]
+            # Endpoints without a schema share one list (never changed in place): a
+            # 1,000-node lab holds a million endpoint states.
+            self.endpoints[origin] = [e[G], hb, e[VER], e[LOAD], NO_SCHEMA if sch == NO_SCHEMA else sch]
             if sch[0] > self.schema[0] or (sch[0] == self.schema[0] and sch[2] > self.schema[2]):
                 self.adopt_schema(list(sch))
         elif e[G] < mine[G] or e[HB] <= mine[HB]:
@@ -787,7 +789,7 @@ class Gossip(Core):
                                                     cfg.phi_threshold)
         if mine is None or gen > mine[G]:
             # A generation we hold no attributes of yet: anti-entropy brings them.
-            self.endpoints[origin] = [gen, hb, 0, 0, list(NO_SCHEMA)]
+            self.endpoints[origin] = [gen, hb, 0, 0, NO_SCHEMA]
         else:
             mine[HB] = hb
         det.arrive(self.ctx.now())
