@@ -38,6 +38,7 @@ holds, ``broadcast_*`` send to peers. The mode picks the round function once, as
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from array import array
@@ -276,6 +277,13 @@ def well_formed(kind: str, body: Any, members: int) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=8)
+def _membership(nodes: tuple[str, ...]) -> tuple[list[str], frozenset[str], dict[str, int]]:
+    """(members in name order, as a set, each one's place in a digest). Shared: never change them."""
+    order = sorted(nodes)
+    return order, frozenset(order), {n: i for i, n in enumerate(order)}
+
+
 class Detector:
     """Phi-accrual failure detection over one peer's heartbeat arrivals (exponential model,
     as Cassandra's): phi(t) = (t - last arrival) / mean gap * log10(e). The time at which phi
@@ -349,9 +357,9 @@ class Gossip(Core):
         cfg = self.config
         self.me = ctx.node
         self.peers = sorted(n for n in ctx.nodes if n != ctx.node)
-        self.order = sorted(ctx.nodes)                    # the membership: static, so digests are positional
-        self.members = frozenset(self.order)
-        self.position = {n: i for i, n in enumerate(self.order)}    # a member's place in a digest
+        # The membership: static, so digests are positional. Never changed in place, and the
+        # same on every node: made once per membership (a 1,000-node lab, 100 MB less).
+        self.order, self.members, self.position = _membership(tuple(ctx.nodes))
         # Made on first use: a node of a 1,000-node lab knows few origins' updates at a time.
         self.origins: dict[str, Origin] = {}
         self.visible: set[Any] = set()          # values held and not dead
@@ -361,7 +369,6 @@ class Gossip(Core):
         self.hot: dict[tuple[str, int], list[Any]] = {}
         self.endpoints: dict[str, list[Any]] = {}
         self.detectors: dict[str, Detector] = {}        # made at a peer's first heartbeat
-        self.peer_set = frozenset(self.peers)
         self.first_deadline = math.inf                  # conviction of a peer never heard from
         self.started = 0.0
         self.bootstrap = 1.0
@@ -545,7 +552,7 @@ class Gossip(Core):
 
     # -- entry points -------------------------------------------------------------------------
     def handle_message(self, src: str, type: str, body: dict[str, Any]) -> None:
-        if src not in self.peer_set or not well_formed(type, body, len(self.order)):
+        if src == self.me or src not in self.members or not well_formed(type, body, len(self.order)):
             self.malformed(src, type)
             return
         self._handlers[type](src, body)
@@ -756,7 +763,7 @@ class Gossip(Core):
     def merge_endpoint(self, origin: str, e: list[Any]) -> None:
         mine = self.endpoints.get(origin)
         if mine is None or e[G] > mine[G] or (e[G] == mine[G] and e[VER] > mine[VER]):
-            if origin not in self.peer_set:
+            if origin == self.me or origin not in self.members:
                 return          # ourselves, or not a member
             hb = mine[HB] if mine is not None and mine[G] == e[G] else 0
             sch = e[SCH]
@@ -782,7 +789,7 @@ class Gossip(Core):
             return
         det = self.detectors.get(origin)
         if det is None:
-            if origin not in self.peer_set:
+            if origin == self.me or origin not in self.members:
                 return          # ourselves
             cfg = self.config
             det = self.detectors[origin] = Detector(self.started, self.bootstrap, cfg.phi_window,
