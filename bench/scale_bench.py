@@ -58,7 +58,7 @@ def measure(name: str, nodes: int = NODES, seconds: float | None = None) -> dict
     run_s = time.perf_counter() - t1
     links = nodes * (nodes - 1)
     return {"protocol": protocol, "nodes": nodes, "links": links, "sim_seconds": seconds,
-            "start_s": round(start_s, 3), "run_wall_s": round(run_s, 2),
+            "start_s": round(start_s, 3), "run_wall_s": round(run_s, 3),
             "sim_per_wall": round(seconds / run_s, 3) if run_s else None,
             "bytes_at_start": started, "bytes_per_node": round(started / nodes),
             "links_with_objects": sim.network.links_kept(),
