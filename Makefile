@@ -9,8 +9,9 @@ NAME    ?= $(TOPO)
 S       ?= topologies/raft-5.yaml
 SEED    ?=
 SEED_ARG := $(if $(SEED),--seed $(SEED),)
+COMPARE_BACKEND ?= sim
 
-.PHONY: setup demo up down fault run status test test-fast image bench lint clean
+.PHONY: setup demo up down fault run status compare test test-fast image bench lint clean
 
 $(BIN)/zlab: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,6 +39,10 @@ down: setup
 
 run: setup
 	$(ZLAB) run $(S) --backend $(BACKEND) $(SEED_ARG)
+
+# the tutorial's comparison table (docs/compare.md); COMPARE_BACKEND=local for real processes
+compare: setup
+	$(ZLAB) compare --backend $(COMPARE_BACKEND) $(SEED_ARG)
 
 test: setup
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)

@@ -1,6 +1,7 @@
 """`make bench` / `python -m bench [section ...]`: every figure beside its anchor, measured now.
 
 Sections: anchors (pyzmq round trip, pynacl verify), sim (simulated s per wall s),
+scale (1,000 simulated nodes: bytes per node and per link, wall time, peak RSS),
 raft (zlab local Raft vs PySyncObj), paxos (Multi-Paxos vs zlab's Raft, messages per op),
 pbft (zlab local PBFT vs its signature bound and zlab's Raft), docker (lab start vs bare
 containers), swim (Lifeguard's false positives and detection time, on the simulator),
@@ -25,6 +26,7 @@ from pathlib import Path
 SECTIONS = {
     "anchors": "bench.anchor_section",
     "sim": "bench.sim_bench",
+    "scale": "bench.scale_bench",
     "raft": "bench.raft_bench",
     "paxos": "bench.paxos_bench",
     "pbft": "bench.pbft_bench",

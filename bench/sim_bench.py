@@ -9,13 +9,16 @@ Raft core can be imported.
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 import time
 from typing import Any
 
 from bench.trials import alternate, summarize
 from lab.scenario import LinkParams, NetworkSpec, NodeSpec, Scenario
 from lab.sim import SimBackend
+from lab.tracefile import write_trace
 
 
 class ClosedLoopClients:
@@ -125,16 +128,25 @@ def measure(protocol: str, *, seconds: float = 30.0, clients: int = 20, think: f
     sim.run_until(seconds + 0.5)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0      # on a busy machine this is the steadier figure
-    events = len(sim.trace_events())
+    trace = sim.trace_events()
+    events = len(trace)
+    # What a run adds to get its trace.jsonl: not in sim_per_wall (kept comparable across days).
+    t1, c1 = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory() as tmp:
+        write_trace(trace, os.path.join(tmp, "trace.jsonl"))
+    written_wall, written_cpu = wall + time.perf_counter() - t1, cpu + time.process_time() - c1
     return {"protocol": protocol, "nodes": 5, "clients": clients, "think_s": think, "sim_seconds": seconds + 0.5,
             "wall_seconds": round(wall, 3), "sim_per_wall": round((seconds + 0.5) / wall, 2),
             "cpu_seconds": round(cpu, 3), "sim_per_cpu": round((seconds + 0.5) / cpu, 2),
             "ops_ok": driver.ok, "ops_per_sim_s": round(driver.ok / seconds, 1),
             "timeouts": driver.timeouts, "redirects": driver.redirects,
-            "trace_events": events, "events_per_wall_s": round(events / wall)}
+            "trace_events": events, "events_per_wall_s": round(events / wall),
+            "sim_per_wall_written": round((seconds + 0.5) / written_wall, 2),
+            "sim_per_cpu_written": round((seconds + 0.5) / written_cpu, 2)}
 
 
-FIGURES = ("sim_per_wall", "sim_per_cpu", "ops_per_sim_s", "events_per_wall_s")
+FIGURES = ("sim_per_wall", "sim_per_cpu", "ops_per_sim_s", "events_per_wall_s", "sim_per_wall_written",
+           "sim_per_cpu_written")
 
 
 def _median_row(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -154,9 +166,11 @@ def run(trials: int | None = None) -> dict[str, Any]:
     out, light = _median_row(res["saturated"]), _median_row(res["light"])
     print(f"   sim {protocol}{note}, 5 nodes, 20 closed-loop clients (median of {len(res['light'])}): "
           f"{out['sim_per_wall']} simulated s per wall s at {out['ops_per_sim_s']} ops/sim s "
-          f"({out['events_per_wall_s']} trace events/wall s; goal >= 10)")
+          f"({out['events_per_wall_s']} trace events/wall s; goal >= 10); {out['sim_per_cpu']} per CPU s; "
+          f"with trace.jsonl written {out['sim_per_wall_written']} per wall s")
     print(f"   same, clients thinking 200 ms between ops: {light['sim_per_wall']} simulated s per "
-          f"wall s at {light['ops_per_sim_s']} ops/sim s (goal >= 50)")
+          f"wall s at {light['ops_per_sim_s']} ops/sim s (goal >= 50); {light['sim_per_cpu']} per CPU s; "
+          f"with trace.jsonl written {light['sim_per_wall_written']} per wall s")
     trials_of = ", ".join
     rows = [[f"simulator, 5-node {protocol} at ~{light['ops_per_sim_s']:.0f} ops/s",
              f"{light['sim_per_wall']} simulated s per wall s (trials "

@@ -6,6 +6,11 @@ heart: :meth:`AgentClient.request` sends and registers a callback,
 polls :attr:`AgentClient.socket` with the others), and :meth:`AgentClient.call`
 is the one bounded blocking helper, for readiness, status and fault rules.
 
+Client ops (``submit``) are batched: they wait in :attr:`AgentClient.batch` until
+:meth:`AgentClient.flush` sends them as one frame (the backend flushes before it
+waits for answers, so none waits longer than the caller's own turn); any other
+request flushes them first, so the agent sees requests in the order they were made.
+
 Requests made before the connection (and its Curve handshake) is up are
 queued by ZeroMQ and delivered once it is, so a fresh client can ask at once.
 Backends do not submit client ops to a node they crashed, so nothing meant for
@@ -26,6 +31,7 @@ from nodes import control, wire
 
 Callback = Callable[[dict[str, Any]], None]
 MAX_CALLBACKS = 100_000
+MAX_BATCH = 64              # submits in one frame: an agent takes 512 requests a loop iteration
 
 
 class AgentClient:
@@ -41,6 +47,9 @@ class AgentClient:
         s.setsockopt(zmq.RCVHWM, 100_000)
         s.setsockopt(zmq.RECONNECT_IVL, 50)
         s.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        # A connect to a container not yet on its bridge gets no answer at all: give it up and
+        # dial again instead of waiting out the kernel's SYN backoff (see nodes/control.py).
+        s.setsockopt(zmq.CONNECT_TIMEOUT, control.CONNECT_TIMEOUT_MS)
         s.setsockopt(zmq.CURVE_SERVERKEY, server_public)
         s.setsockopt(zmq.CURVE_PUBLICKEY, client_public)
         s.setsockopt(zmq.CURVE_SECRETKEY, client_secret)
@@ -49,27 +58,48 @@ class AgentClient:
         self._ids = itertools.count(1)
         self._callbacks: dict[int, Callback | None] = {}
         self.unanswered = 0          # requests that could not even be queued (HWM reached)
+        self.batch: list[dict[str, Any]] = []      # submits not sent yet
 
     # -- non-blocking ----------------------------------------------------------
     def request(self, op: str, callback: Callback | None = None, **fields: Any) -> int | None:
         """Send ``op``; ``callback(answer)`` runs from :meth:`process` when it is answered.
         Returns the request id, or None when the send queue is full (no answer will come)."""
+        self.flush()
         rid = next(self._ids)
         try:
             self.socket.send(control.request(op, rid, **fields), zmq.NOBLOCK)
         except zmq.ZMQError:
             self.unanswered += 1
             return None
+        self._expect(rid, callback)
+        return rid
+
+    def _expect(self, rid: int, callback: Callback | None) -> None:
         if len(self._callbacks) >= MAX_CALLBACKS:
             self._callbacks.pop(next(iter(self._callbacks)))
         self._callbacks[rid] = callback
-        return rid
+
+    def flush(self) -> None:
+        """Send the batched submits, as one frame (the agent answers each on its own)."""
+        batch = self.batch
+        while batch:
+            chunk, self.batch = batch[:MAX_BATCH], batch[MAX_BATCH:]
+            batch = self.batch
+            try:
+                self.socket.send(control.pack_requests(chunk), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self.unanswered += len(chunk)
+                for req in chunk:           # no answer will come
+                    self._callbacks.pop(req["id"], None)
 
     def submit(self, req: dict[str, Any], on_result: Callable[[dict[str, Any]], None]) -> int | None:
         """A client op; ``on_result`` gets the core's result dict (or ``{"type": "fail", "error": ...}``)."""
         def done(answer: dict[str, Any]) -> None:
             on_result(answer.get("result") or {"type": "fail", "error": answer.get("error", "no result")})
-        return self.request("submit", done, req=req)
+        rid = next(self._ids)
+        self.batch.append({"op": "submit", "id": rid, "req": req})
+        self._expect(rid, done)
+        return rid
 
     def forget(self, rid: int | None) -> None:
         """Drop the callback of a request the caller gave up on."""
@@ -133,5 +163,6 @@ class AgentClient:
         return b"".join(out)
 
     def close(self) -> None:
+        self.batch.clear()
         self.socket.close(0)
         self._callbacks.clear()

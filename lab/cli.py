@@ -4,6 +4,8 @@
     zlab check RUN_DIR                       re-run a stored run's checks
     zlab check --history FILE --model kv     check a history file alone (--format edn: Jepsen's)
     zlab protocols [NAME] [--diagram NAME]   protocols, their tunables and named bugs
+    zlab compare [--backend B] [--protocols a,b] [--faults f,g] [--seed N] [--out DIR] [--views]
+                                             the tutorial's comparison table, measured
     zlab up/status/fault/client/logs/down    (lab/cli_lab.py, when present)
 
 Exit codes (DESIGN.md): 0 every verdict as expected, 1 a verdict differs,
@@ -69,6 +71,23 @@ def build_parser() -> argparse.ArgumentParser:
     prot.add_argument("name", nargs="?", help="one protocol")
     prot.add_argument("--diagram", metavar="NAME", help="print a protocol's state diagram")
     prot.set_defaults(func=cmd_protocols)
+
+    comp = sub.add_parser("compare", help="run one fault suite against every protocol and write "
+                          "the comparison table (docs/compare.md)")
+    comp.add_argument("--backend", default="sim", choices=["sim", "local", "docker"],
+                      help="runtime of every run (default: sim)")
+    comp.add_argument("--protocols", default=None, metavar="A,B",
+                      help="rows to run, by protocol or row name (default: every registered row)")
+    comp.add_argument("--faults", default=None, metavar="F,G",
+                      help="faults of the suite to run (default: all: none, crash, minority, "
+                           "majority, loss, oneway, pause)")
+    comp.add_argument("--seed", type=int, default=1, help="the seed of every run (default 1)")
+    comp.add_argument("--out", default=None,
+                      help="directory to write (default: results/compare-<UTC time>)")
+    comp.add_argument("--views", action="store_true",
+                      help="give every run directory its views too (plots, perfetto, space-time); "
+                           "slower")
+    comp.set_defaults(func=cmd_compare)
 
     from lab import cli_lab  # up/status/fault/client/logs/down
     cli_lab.add_commands(sub)
@@ -205,6 +224,23 @@ def check_run_dir(run_dir: Path, time_limit: float = 30.0) -> int:
     for line in report.verdict_lines(verdicts, expect):
         print(line)
     return code
+
+
+# -- compare --------------------------------------------------------------------------------------
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from lab.compare import failed_runs, run_compare
+
+    def names(text: str | None) -> list[str] | None:
+        return [n.strip() for n in text.split(",") if n.strip()] if text else None
+    table = run_compare(backend=args.backend, names=names(args.protocols),
+                        faults=names(args.faults), seed=args.seed, out=args.out, views=args.views)
+    failed = failed_runs(table)
+    if failed:
+        print(f"zlab: {len(failed)} runs could not be made: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
 
 
 # -- protocols ---------------------------------------------------------------------------------

@@ -130,16 +130,16 @@ def attached(name: str, *, save: bool = True) -> Iterator[AgentBackend]:
 def cmd_up(args: argparse.Namespace) -> int:
     scenario = _load_topology(args.topology)
     name = args.name or scenario.name
-    if name in labstate.names():
-        raise ConfigError(f"a lab named {name!r} is already up (`zlab down {name}` first, or --name)")
     seed = args.seed if args.seed is not None else (
         scenario.seed if scenario.seed is not None else random.SystemRandom().randrange(2**31))
     d = labstate.lab_dir(name)
-    os.makedirs(d, mode=0o700, exist_ok=True)
-    shutil.copyfile(args.topology, os.path.join(d, TOPOLOGY_COPY))
     cls = backend_class(args.backend)
     backend: AgentBackend = cls(scenario, seed, d, lab=name, state_dir=d, detached=True)
+    # The name is this command's from here on (a second `up` of it exits 3), and what it starts
+    # is findable by `zlab down` even if this process is killed before it saves the state file.
+    labstate.claim(d, backend.claim_record())
     try:
+        shutil.copyfile(args.topology, os.path.join(d, TOPOLOGY_COPY))
         backend.start()
     except BaseException:
         labstate.remove(name)        # start() stopped whatever it had started
@@ -466,16 +466,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     names = labstate.names() if args.all else [labstate.only_lab(args.name)]
     failed = 0
-    for name in names:
+    left = labstate.leftovers() if args.all else []
+    for name in [*names, *left]:
         try:
-            down_lab(name)
-            print(f"lab {name} is down")
+            print(f"lab {name} {down_lab(name)}")
         except LabError as e:
             failed += 1
             print(f"zlab: {name}: {e}", file=sys.stderr)
     if args.all:
         swept = _sweep_docker()
-        if not names and not swept:
+        if not names and not left and not swept:
             print("no lab was up")
     return 3 if failed else 0
 
@@ -496,18 +496,51 @@ def _sweep_docker() -> int:
     return count
 
 
-def down_lab(name: str) -> None:
-    """Stop every node of ``name`` and remove its state dir (keys included)."""
+def down_lab(name: str) -> str:
+    """Stop every node of ``name`` and remove its state dir (keys included); what was done."""
+    d = labstate.lab_dir(name)
+    if not os.path.isfile(os.path.join(d, labstate.STATE_FILE)) and os.path.isdir(d):
+        if name not in labstate.leftovers():
+            raise ConfigError(labstate.taken_why(name, d))
+        return remove_leftover(name)
     state = labstate.load(name)
     try:
-        scenario = _load_topology(os.path.join(labstate.lab_dir(name), TOPOLOGY_COPY))
+        scenario = _load_topology(os.path.join(d, TOPOLOGY_COPY))
         b = backend_class(state["kind"]).attach(scenario, state)
     except LabError:
         if state.get("kind") != "local":
             raise
-        # The topology copy or keys are gone: still stop the agents the state file names.
-        from lab.backends.local import kill_agents
-        kill_agents(state.get("runtime", {}).get("pids", {}), state.get("runtime", {}).get("spec_paths", {}))
     else:
         b.stop()
+    # Whatever the state file does not name (or could not be attached to) but was started
+    # with this lab's specs: nothing of the lab outlives its `down`.
+    from lab.backends.local import agents_under, end_agents
+    end_agents(agents_under(d))
     labstate.remove(name)
+    return "is down"
+
+
+def remove_leftover(name: str) -> str:
+    """Stop and remove what a killed `zlab up`/`zlab run` of lab directory ``name`` started:
+    its agents (found by their spec files below the directory, paused ones resumed first),
+    its containers, network and volumes (by the run id they are labelled with), its keys."""
+    from lab.backends.local import agents_under, end_agents
+    d = labstate.lab_dir(name)
+    rec = labstate.read_claim(d) or {}
+    what = []
+    agents = end_agents(agents_under(d))
+    if agents:
+        what.append(f"{agents} agents")
+    if rec.get("kind") == "docker" and rec.get("run"):
+        from lab.backends.docker import docker_client, down_all
+        try:
+            removed = down_all(rec.get("lab"), run=rec["run"], client=docker_client())
+        except BackendError as e:
+            raise BackendError(f"cannot reach the docker engine to remove lab {name}'s "
+                               f"containers: {e}") from None
+        what += [f"{len(v)} {k}" for k, v in removed.items() if v]
+    if os.path.isdir(os.path.join(d, "keys")):
+        what.append("its keys")
+    labstate.remove(name)
+    return "is down: " + ((f"stopped and removed what a killed command left: {', '.join(what)}")
+                          if what else "removed the directory a killed command left")

@@ -39,9 +39,9 @@ RESULTS = "results"
 
 def make_run_dir(name: str, out: str | os.PathLike[str] | None = None,
                  now: _dt.datetime | None = None,
-                 root: str | os.PathLike[str] = RESULTS) -> Path:
+                 root: str | os.PathLike[str] = RESULTS, link: str = "latest") -> Path:
     """``out`` as given, or a fresh ``<root>/<name>-<UTC timestamp>`` (root: ``results``) with
-    ``<root>/latest`` (a relative link, so the tree can be moved) pointing at it."""
+    ``<root>/<link>`` (a relative link, so the tree can be moved) pointing at it."""
     if out is not None:
         path = Path(out)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -62,13 +62,13 @@ def make_run_dir(name: str, out: str | os.PathLike[str] | None = None,
             break
         except FileExistsError:
             path = root / f"{base}-{n}"
-    link = root / "latest"
-    tmp = root / f".latest-{os.getpid()}"
+    tmp = root / f".{link}-{os.getpid()}"
+    link_path = root / link
     try:
         if tmp.is_symlink():
             tmp.unlink()
         tmp.symlink_to(path.name)
-        os.replace(tmp, link)     # atomic: a reader never sees no link
+        os.replace(tmp, link_path)    # atomic: a reader never sees no link
     except OSError:
         pass                      # a filesystem without links still gets its run directory
     return path
@@ -237,12 +237,14 @@ def _verdict_line(v: Verdict, expect: dict[str, str]) -> str:
     return f"[{mark}] {v.check}: {v.verdict}{exp}" + (f" -- {v.detail}" if v.detail else "")
 
 
-def write_report(result: RunResult, extra_notes: Sequence[str] = ()) -> None:
-    """checks.json, the views, and report.md."""
+def write_report(result: RunResult, extra_notes: Sequence[str] = (), views: bool = True) -> None:
+    """checks.json, the views (unless ``views`` is False: they cost most of a short run's
+    time, and a batch of runs may not want them), and report.md."""
     run_dir = result.run_dir
     s = result.scenario
     write_checks(run_dir, result.verdicts, s.expect, result.exit_code)
-    view_notes = write_views(run_dir, result.trace, result.history, result.resolved)
+    view_notes = (write_views(run_dir, result.trace, result.history, result.resolved) if views
+                  else ["views not made for this run; its replay command makes them"])
     st = result.stats
     lines = [
         f"# {s.name}",

@@ -330,11 +330,13 @@ def check_names(checks: list[str], expect: dict[str, str], protocol: str) -> lis
 
 def run_scenario(scenario: Scenario, backend_kind: str = "sim", seed: int | None = None,
                  out: str | Path | None = None, progress: bool = False,
-                 quiet: bool = False, time_limit: float = 30.0, write: bool = True) -> RunResult:
+                 quiet: bool = False, time_limit: float = 30.0, write: bool = True,
+                 views: bool = True) -> RunResult:
     """Run ``scenario`` on ``backend_kind`` and write its run directory; see the module doc.
 
     ``write=False`` keeps everything in memory (schedule sweeps on the simulator): no run
-    directory is made unless ``out`` names one for the backend's own files."""
+    directory is made unless ``out`` names one for the backend's own files. ``views=False``
+    writes the run directory without its views (plots, perfetto, space-time)."""
     if seed is None:
         seed = scenario.seed if scenario.seed is not None else random.SystemRandom().randrange(2**31)
     say = (lambda *_a, **_k: None) if quiet else print
@@ -390,7 +392,7 @@ def run_scenario(scenario: Scenario, backend_kind: str = "sim", seed: int | None
                    workloads=[workload] if workload is not None else [], time_limit=time_limit)
     if write:
         report.write_metrics(run_dir, result.metrics)
-        report.write_report(result)
+        report.write_report(result, views=views)
     if not quiet:
         print(report.summary(result), flush=True)
     return result

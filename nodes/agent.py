@@ -192,6 +192,7 @@ class Agent:
             d.setsockopt(zmq.IMMEDIATE, 1)
             d.setsockopt(zmq.RECONNECT_IVL, 50)
             d.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+            d.setsockopt(zmq.CONNECT_TIMEOUT, control.CONNECT_TIMEOUT_MS)
             d.setsockopt(zmq.SNDTIMEO, 0)
             self.monitors[d.get_monitor_socket(_LINK_EVENTS)] = name
             d.connect(endpoint)
@@ -413,7 +414,9 @@ class Agent:
 
     def _drain_control(self) -> None:
         ctl = self.ctl
-        for _ in range(BATCH):
+        taken = 0
+        while taken < BATCH:        # requests, not frames: a client's frame may hold many
+            taken += 1
             frames = _recv_pair(ctl)
             if frames is None:
                 return
@@ -421,16 +424,22 @@ class Agent:
                 self.counters["control_errors"] += 1
                 continue
             ident, data = frames
-            msg: dict[str, Any] = {}
             try:
-                msg = control.unpack(data)
-                answer = self._control(ident, msg)
-            except Exception as e:  # noqa: BLE001 -- a bad request gets an error answer, never a crash
+                msgs = control.unpack_requests(data)     # one request, or the client's batch of them
+            except ValueError as e:
                 self.counters["control_errors"] += 1
-                answer = {"error": f"{type(e).__name__}: {e}"[:300]}
-            if answer is not None:
-                answer["id"] = msg.get("id")
-                self.replies.append((ident, answer))
+                self.replies.append((ident, {"error": f"ValueError: {e}"[:300], "id": None}))
+                continue
+            taken += len(msgs) - 1
+            for msg in msgs:
+                try:
+                    answer = self._control(ident, msg)
+                except Exception as e:  # noqa: BLE001 -- a bad request gets an error answer, never a crash
+                    self.counters["control_errors"] += 1
+                    answer = {"error": f"{type(e).__name__}: {e}"[:300]}
+                if answer is not None:
+                    answer["id"] = msg.get("id")
+                    self.replies.append((ident, answer))
 
     def _control(self, ident: bytes, msg: dict[str, Any]) -> dict[str, Any] | None:
         op = msg.get("op")
@@ -493,7 +502,16 @@ class Agent:
 
     # -- commit: persist, then send ----------------------------------------------------------
     def _commit(self) -> None:
-        self.storage.flush()
+        early = self.core_cls.early_sends
+        if early and self.out and self.storage.dirty:
+            # The core's exception to persist-then-send (a Raft leader's appends): these leave
+            # now and travel while we fsync; the core hears of the fsync in handle_persisted.
+            self.tracer.flush()
+            self._send_early(early)
+        for _ in range(4):      # what handle_persisted writes (normally nothing) is flushed too
+            if not self.storage.flush() or not early:
+                break
+            self._guard("persisted", self.core.handle_persisted)
         # The handlers' trace lines reach the file (a write, no fsync: a killed process's
         # writes survive in the page cache) before their messages and replies leave, so a
         # SIGKILL after a send never loses the state or commit line whose effects a peer or
@@ -501,13 +519,8 @@ class Agent:
         self.tracer.flush()
         if self.out:
             out, self.out = self.out, []
-            dealers = self.dealers
-            for dst, mid, type, frame in out:
-                try:
-                    dealers[dst].send(frame, zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    # No connection (IMMEDIATE) or HWM reached: the peer is down or not keeping up.
-                    self._drop(time.time() - self.t0, mid, type, dst, "node_down")
+            for item in out:
+                self._transmit(*item)
         if self.replies:
             replies, self.replies = self.replies, []
             # Answers to one client leave as one frame (a msgpack array of maps): under load a
@@ -521,6 +534,27 @@ class Agent:
                 except zmq.ZMQError:
                     self.counters["control_send_errors"] += len(answers)
         self.tracer.flush()          # the node_down drops of this commit, if any
+
+    def _send_early(self, early: frozenset[str]) -> None:
+        """Send the buffered messages of the ``early`` types, except any to a peer that an
+        earlier message of another type must reach first (a peer sees each node's messages
+        in the order the core sent them)."""
+        held: list[tuple[str, str, str, bytes]] = []
+        blocked: set[str] = set()
+        for item in self.out:
+            if item[2] not in early or item[0] in blocked:
+                blocked.add(item[0])
+                held.append(item)
+            else:
+                self._transmit(*item)
+        self.out = held
+
+    def _transmit(self, dst: str, mid: str, type: str, frame: bytes) -> None:
+        try:
+            self.dealers[dst].send(frame, zmq.NOBLOCK)
+        except zmq.ZMQError:
+            # No connection (IMMEDIATE) or HWM reached: the peer is down or not keeping up.
+            self._drop(time.time() - self.t0, mid, type, dst, "node_down")
 
     def _close(self) -> None:
         try:
@@ -583,7 +617,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         log.exception("agent %s could not start", spec.get("node"))
         return 1
-    return agent.run()
+    profile_dir = os.environ.get("ZLAB_PROFILE")
+    if not profile_dir:
+        return agent.run()
+    # cProfile of the whole event loop, written when the agent stops (docs/agent.md)
+    import cProfile
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(agent.run)
+    finally:
+        os.makedirs(profile_dir, exist_ok=True)
+        profiler.dump_stats(os.path.join(profile_dir, f"{agent.node}.{os.getpid()}.prof"))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ shutdown       --                                     (answered, then the agent 
 
 Any answer may instead carry ``error`` (a string) when the request was wrong.
 Answers due to one client in one loop iteration travel as one frame: a msgpack
-array of answer maps (a single answer is the map alone).
+array of answer maps (a single answer is the map alone). Requests may travel
+the same way: the orchestrator sends the submits it made since it last waited
+as one frame, since under load a CurveZMQ frame costs more than the op in it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ OPS = frozenset({"hello", "status", "submit", "set_rules", "read_file", "shutdow
 FILES = {"trace": "trace.jsonl", "log": "agent.log"}   # what read_file may read, in the data dir
 READ_MAX = 1 << 20                                      # bytes per read_file answer
 ZAP_DOMAIN = "zlab"
+# ms a TCP connect (agent to peer, orchestrator to agent) may take before it is given up and
+# dialled again. Without it a SYN sent to a container not yet on its bridge (no ARP answer) is
+# retransmitted on the kernel's backoff (1, 2, 4 ... 64 s), so a link to a node that booted a
+# second later could take minutes to come up.
+CONNECT_TIMEOUT_MS = 1000
 
 
 def pack(msg: Any) -> bytes:
@@ -60,8 +67,14 @@ def pack_answers(answers: list[dict[str, Any]]) -> bytes:
     return pack(answers[0] if len(answers) == 1 else answers)
 
 
+def pack_requests(requests: list[dict[str, Any]]) -> bytes:
+    """One frame for requests to one agent: a map alone, or an array of maps."""
+    return pack_answers(requests)
+
+
 def unpack_answers(data: bytes) -> list[dict[str, Any]]:
-    """The answers in one frame from an agent (ValueError when it is not a map or array of maps)."""
+    """The maps in one frame: the answers from an agent, or the requests to it (ValueError when
+    it is not a map or an array of maps)."""
     try:
         msg = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as e:  # noqa: BLE001
@@ -74,3 +87,6 @@ def unpack_answers(data: bytes) -> list[dict[str, Any]]:
 
 def request(op: str, rid: int, **fields: Any) -> bytes:
     return pack({"op": op, "id": rid, **fields})
+
+
+unpack_requests = unpack_answers

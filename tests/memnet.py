@@ -9,6 +9,12 @@ delivered, so a cut also loses what is in flight), ``ignore`` a message type,
 ``crash``/``restart`` (a new core over the same MemoryStorage; what the
 crashed node had queued, to or from it, is lost).
 
+Storage writes are durable when the handler returns (then a core with
+``early_sends`` hears ``handle_persisted``), unless the test calls
+``hold_writes(node)``: that node's writes then wait for ``persist(node)``, and
+so do its messages of other types than ``early_sends`` and its replies; a
+crash before it takes the writes back (a SIGKILL before the fsync).
+
 A message takes ``delay`` (1 us by default) plus up to ``jitter`` (which
 reorders) and is lost with probability ``loss``; delivering advances the
 clock, so trace timestamps follow causality even in a schedule that never
@@ -58,6 +64,9 @@ class NodeContext:
         return self.net.now
 
     def send(self, dst: str, type: str, body: dict[str, Any]) -> None:
+        if self.storage.unsynced and type not in self.net.core_cls.early_sends:
+            self.net.waiting[self.node].append(lambda: self.net._send(self.node, dst, type, body))
+            return
         self.net._send(self.node, dst, type, body)
 
     def set_timer(self, name: str, after: float) -> None:
@@ -67,6 +76,9 @@ class NodeContext:
         self.net._timer_seq.pop((self.node, name), None)
 
     def reply(self, client: str, result: dict[str, Any]) -> None:
+        if self.storage.unsynced:
+            self.net.waiting[self.node].append(lambda: self.reply(client, result))
+            return
         self.net.replies.append((self.node, client, result))
         self.net._trace(self.node, "reply", {"data": {"client": client, "result": result}})
 
@@ -97,6 +109,8 @@ class Net(Generic[C]):
         self.client = ClientSigner(self.secrets[CLIENTS]) if core_cls.signs else None
         self.rngs = {name: random.Random(f"{seed}/{name}") for name in self.names}
         self.cores: dict[str, C | None] = {}
+        self.waiting: dict[str, list[Callable[[], None]]] = {name: [] for name in self.names}
+        self._synced = dict.fromkeys(self.names, 0)      # storage writes handle_persisted has seen
         self.cuts: set[tuple[str, str]] = set()
         self.ignored: set[str] = set()
         self.trace: list[dict[str, Any]] = []
@@ -115,6 +129,34 @@ class Net(Generic[C]):
         core = self.core_cls(NodeContext(self, name, self.storage[name], self.rngs[name]), self.config)
         self.cores[name] = core
         core.start()
+        self._after(name)
+
+    def _after(self, name: str) -> None:
+        """After a handler: its writes are durable now, unless the node's writes are held."""
+        storage, core = self.storage[name], self.cores[name]
+        if core is None or storage.unsynced or storage.writes == self._synced[name]:
+            return
+        self._synced[name] = storage.writes
+        if self.core_cls.early_sends:
+            core.handle_persisted()
+            self._after(name)
+
+    def hold_writes(self, name: str, hold: bool = True) -> None:
+        """From now on ``name``'s writes are durable only at ``persist(name)`` (``hold=False``:
+        when its handlers return again, from the next persist on)."""
+        if hold:
+            self.storage[name].hold()
+        else:
+            self.persist(name)
+            self.storage[name].hold(False)
+
+    def persist(self, name: str) -> None:
+        """``name``'s writes reach its disk: what waited for them leaves, and the core hears it."""
+        self.storage[name].sync()
+        waiting, self.waiting[name] = self.waiting[name], []
+        for fn in waiting:
+            fn()
+        self._after(name)
 
     def core(self, name: str) -> C:
         core = self.cores[name]
@@ -126,6 +168,8 @@ class Net(Generic[C]):
 
     def crash(self, name: str) -> None:
         self.cores[name] = None
+        self.storage[name].lose_unsynced()
+        self.waiting[name] = []
         for key in [k for k in self._timer_seq if k[0] == name]:
             del self._timer_seq[key]
         self._msgs = [m for m in self._msgs if name not in (m.src, m.dst)]
@@ -196,6 +240,7 @@ class Net(Generic[C]):
             self._trace(m.dst, "recv", {"type": m.type, "peer": m.src})
         self.delivered += 1
         core.handle_message(m.src, m.type, m.body)
+        self._after(m.dst)
         return True
 
     def step(self) -> Message | None:
@@ -246,11 +291,13 @@ class Net(Generic[C]):
         """Fire ``node``'s timer ``name`` now (etcd's MsgHup when it is the election timer)."""
         self._trace(node, "timer", {"type": name})
         self.core(node).handle_timer(name)
+        self._after(node)
 
     # -- clients -----------------------------------------------------------------------
     def request(self, node: str, op: dict[str, Any], client: str = "c1") -> None:
         self._trace(node, "request", {"data": {"client": client, "op": op}})
         self.core(node).handle_request(client, op)
+        self._after(node)
 
     def replies_to(self, client: str) -> list[dict[str, Any]]:
         return [r for _, c, r in self.replies if c == client]

@@ -19,8 +19,8 @@ __all__ = ["MAX_STEPS", "Message", "Net", "NodeContext"]
 
 class Net(_Net[Raft]):
     def __init__(self, n: int = 3, seed: int = 1, config: dict[str, Any] | None = None,
-                 **kw: Any) -> None:
-        super().__init__(Raft, n=n, seed=seed, config=config, **kw)
+                 core: type[Raft] = Raft, **kw: Any) -> None:
+        super().__init__(core, n=n, seed=seed, config=config, **kw)
         self.history: list[dict[str, Any]] = []      # what client_op() recorded, Jepsen's way
         self._seq = 0
 

@@ -128,6 +128,19 @@ def test_fuzzed_control_frames_from_the_right_client_get_errors_not_a_crash(lab)
     assert ans["rules"]["links"] == {}              # the bad set_rules changed nothing
 
 
+def test_submits_of_one_turn_go_as_one_frame_and_each_gets_its_answer(lab):
+    c = lab.clients["n1"]
+    box = []
+    for i in range(50):
+        lab.submit("n1", {"f": "write", "value": i}, box.append)
+    c.batch.insert(25, {"op": "submit", "id": -7, "req": 5})     # a bad one amid the batch
+    assert len(c.batch) == 51                   # nothing sent until the backend waits
+    assert lab.wait_for(lambda: len(box) == 50, 10) and c.batch == []
+    assert all(r == {"type": "ok"} for r in box)
+    assert call(lab, "n1", {"f": "read"}) == {"type": "ok", "value": 49}
+    assert lab.agent_status("n1")["counters"]["requests"] == 51     # the bad one was refused alone
+
+
 @pytest.mark.parametrize("intruder", ["other_keys", "no_curve"])
 def test_control_client_with_the_wrong_key_gets_nothing_and_changes_nothing(lab, intruder):
     ep = lab.addresses["n1"].control

@@ -514,3 +514,69 @@ def test_unit_readiness_does_not_flood_agents_whose_peers_are_not_up(fake, monke
     assert 0.7 <= took < 1.0                           # ready soon after the links are up...
     # ...without asking n1 every loop while n3 was not even up (that was ~20 hellos a node a second)
     assert agents.hellos <= 20, agents.hellos
+
+
+def test_unit_readiness_waits_while_nodes_keep_coming_up_and_not_past_a_stall(fake, monkeypatch):
+    import lab.backends.agents as ag
+    b, _, _ = fake
+
+    def wait(up_at: dict[str, float]) -> float:
+        agents = FakeAgents(up_at, link_delay=0.1)
+        b.clients = {n: agents.client(n) for n in b.names}
+        monkeypatch.setattr(b, "_pump", agents.pump)
+        t = time.monotonic()
+        b._wait_ready(b.names, timeout=0.6)
+        return time.monotonic() - t
+    # A node every 0.5 s: the whole start (1.1 s) is longer than the limit, but never stalls.
+    assert 1.0 <= wait({"n1": 0.0, "n2": 0.5, "n3": 1.0}) < 1.5
+    # n3 never comes: the start fails 0.6 s after the last progress (n2 answering), not later.
+    t = time.monotonic()
+    with pytest.raises(BackendError, match=r"n3 did not answer \(waited 1s, the last 0.6s with no node"):
+        wait({"n1": 0.0, "n2": 0.5, "n3": 99.0})
+    assert time.monotonic() - t < 1.5
+    # And a start that crawls on is bounded in all: timeout + READY_PER_NODE per node.
+    monkeypatch.setattr(ag, "READY_PER_NODE", 0.1)
+    with pytest.raises(BackendError, match=r"n3 did not answer within 1s \(3 nodes\)"):
+        wait({"n1": 0.0, "n2": 0.5, "n3": 1.0})
+
+
+def test_unit_a_big_lab_writes_its_rules_in_linear_time_and_names_every_peers_mac(tmp_path):
+    from lab.backends.docker import mac_of
+    b = DockerBackend(register(100, "big"), 1, str(tmp_path), lab="big", owner="t", client=FakeDocker(),
+                      state_dir=str(tmp_path / "state"))
+    b.subnet = "10.213.119.0/24"
+    b.ips = {n: b._ip(i) for i, n in enumerate(b.names)}
+    t = time.monotonic()
+    rules = [b.rules_for(n) for n in b.names] + [b.desired_state(n) for n in b.names]
+    assert time.monotonic() - t < 2.0 and len(rules) == 200     # was ~20 s: every node scanned N^2 links
+    assert mac_of("10.213.119.59") == "02:42:0a:d5:77:3b"       # what docker itself gave that address
+    b._write_neighbours()
+    lines = open(b._neigh_file).read().splitlines()
+    assert len(lines) == 100
+    assert lines[0] == "neigh replace 10.213.119.10 lladdr 02:42:0a:d5:77:0a dev eth0 nud permanent"
+
+
+def test_unit_a_network_the_engine_still_counts_endpoints_on_is_asked_again(monkeypatch):
+    import docker.errors
+
+    import lab.backends.docker as dk
+    monkeypatch.setattr(dk, "KILL_WAIT", 0.3)
+    busy = docker.errors.APIError("403", explanation="network x id 1 has active endpoints")
+
+    class Api:
+        def __init__(self, fails: int) -> None:
+            self.fails, self.calls = fails, 0
+
+        def remove_network(self, net_id: str) -> None:
+            self.calls += 1
+            if self.calls <= self.fails:
+                raise busy
+
+    class Client:
+        def __init__(self, fails: int) -> None:
+            self.api = Api(fails)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    c = Client(fails=2)
+    assert dk._remove_network(c, "1", "x") and c.api.calls == 3
+    with pytest.raises(BackendError, match="cannot remove network x: .*active endpoints"):
+        dk._remove_network(Client(fails=10**9), "1", "x")

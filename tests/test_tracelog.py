@@ -244,3 +244,34 @@ def test_restarted_writer_appends() -> None:
         w.core_event("commit", 2.0, 2, {"data": {"index": 2}})
         recs = [_parse(x) for x in _lines(w)]
     assert [r["data"]["index"] for r in recs] == [1, 2]
+
+
+@FAST
+@given(node=nodes, batch=st.lists(st.tuples(st.sampled_from(["request", "reply"]), texts,
+                                            st.sampled_from(["op", "result", "a", "zz", 'q"%s']),
+                                            st.one_of(flat_data, non_flat_data), tss, lcs),
+                                  min_size=1, max_size=12))
+def test_request_and_reply_lines_are_what_the_generic_path_means(node: str, batch: list[Any]) -> None:
+    """The agent's request/reply events (data: the client and a flat map) take a template;
+    every other shape (a key sorted before "client", nested values) goes through JSON."""
+    with tempfile.TemporaryDirectory() as tmp:
+        w = _writer(tmp, node)
+        for ev, client, key, inner, ts, lc in batch:
+            w.event(ev, ts, lc, data={"client": client, key: dict(inner)})
+        got = _lines(w)
+    assert len(got) == len(batch) == w.events
+    for line, (ev, client, key, inner, ts, lc) in zip(got, batch, strict=True):
+        assert _parse(line) == _expected(node, ev, ts, lc, {"client": client, key: inner})
+
+
+def test_a_request_line_is_exact() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        w = _writer(tmp, "n1")
+        op = {"f": "write", "key": "k%s", "value": 7, "client": "bench", "seq": 3}
+        w.event("request", 1.5, 9, data={"client": "n1.ab.c1", "op": op})
+        w.event("reply", 2.25, 10, data={"client": "n1.ab.c1", "result": {"type": "ok"}})
+        assert _lines(w) == [
+            '{"data": {"client": "n1.ab.c1", "op": {"client": "bench", "f": "write", "key": "k%s", '
+            '"seq": 3, "value": 7}}, "ev": "request", "lc": 9, "node": "n1", "ts": 1.500000}\n',
+            '{"data": {"client": "n1.ab.c1", "result": {"type": "ok"}}, "ev": "reply", "lc": 10, '
+            '"node": "n1", "ts": 2.250000}\n']

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 import zmq
 
+from lab import labstate
 from lab.agent_client import AgentClient
 from lab.backends.base import Backend, Cut
 from lab.errors import BackendError
@@ -43,7 +44,8 @@ from lab.labstate import zlab_home
 from lab.scenario import LinkParams, Scenario
 from lab.signkeys import SigningKeys, ensure_signing_keys, load_signing_keys
 
-READY_TIMEOUT = 20.0      # s for every agent of a lab to answer hello (Python start-up on a busy box)
+READY_TIMEOUT = 20.0      # s a start may go without progress (one more node answering or ready)
+READY_PER_NODE = 2.0      # s per node added to READY_TIMEOUT to bound a whole start that crawls
 CALL_TIMEOUT = 1.0        # s for a status or rule change to be answered
 HELLO_RETRY = 0.5         # s before a readiness hello is asked again (unanswered, or peers not up)
 LINK_POLL = 0.05          # s between hellos to a node whose peers are all up but its links not yet
@@ -70,6 +72,10 @@ class AgentBackend(Backend):
         # A run's keys live in .zlab/<lab>/ and go with the run; `zlab up` keeps its state dir.
         self.ephemeral = state_dir is None
         self.state_dir = os.path.abspath(state_dir or os.path.join(zlab_home(), self.lab))
+        self._claimed = False          # whether start() claimed state_dir (and so may remove it)
+        # Marks everything this start creates (docker labels it): a failed start removes that
+        # and nothing else, not another lab that happens to share the name.
+        self.run_id = os.urandom(6).hex()
         self.detached = detached
         # all | protocol (no send/recv lines: for benchmarks) | none; see nodes/tracelog.py
         self.trace_level = os.environ.get("ZLAB_TRACE", "all")
@@ -146,9 +152,19 @@ class AgentBackend(Backend):
         return None if self.detached else os.getpid()
 
     # -- lifecycle -------------------------------------------------------------------------
+    def claim_record(self) -> dict[str, Any]:
+        """What the lab directory's claim says about this lab, for whoever finds it orphaned."""
+        return {"kind": self.kind, "lab": self.lab, "run": self.run_id,
+                "command": "up" if self.detached else "run"}
+
     def start(self) -> None:
         self.t0 = time.time()
         self.mono0 = time.monotonic()
+        if self.ephemeral and not self._claimed:
+            # Before anything starts: the spec files and keys go below this directory, so a
+            # killed run's agents can be found by `zlab down --all` (`zlab up` claims its own).
+            labstate.claim(self.state_dir, self.claim_record())
+            self._claimed = True
         try:
             self.keys = ensure_keys(os.path.join(self.state_dir, "keys"))
             if self._core_signs():
@@ -174,8 +190,9 @@ class AgentBackend(Backend):
         for c in self.clients.values():
             c.close()
         self.clients.clear()
-        if self.ephemeral:
+        if self.ephemeral and self._claimed:
             shutil.rmtree(self.state_dir, ignore_errors=True)
+            self._claimed = False
 
     def _core_signs(self) -> bool:
         from nodes.protocols import get
@@ -236,8 +253,10 @@ class AgentBackend(Backend):
 
     def _wait_ready(self, nodes: list[str], timeout: float = READY_TIMEOUT) -> dict[str, dict[str, Any]]:
         """Every node in ``nodes`` answers hello for this lab, and every running node has its links
-        to every other running node up (agents drop what they send on a link that is not), all
-        within ``timeout``; else BackendError."""
+        to every other running node up (agents drop what they send on a link that is not); else
+        BackendError once ``timeout`` s pass with no progress (no node newly answering or ready),
+        or ``timeout + READY_PER_NODE * N`` s in all. A lab of a hundred containers on two cores
+        boots for minutes, one of three in seconds: a fixed limit fits one of them only."""
         answers: dict[str, dict[str, Any]] = {}
         asked: dict[str, float] = {}
         live = [n for n in self.names if n not in self.down and n not in self.paused]
@@ -259,27 +278,40 @@ class AgentBackend(Backend):
             """One hello in flight per node, asked again after HELLO_RETRY in case one was lost.
             A node that answered but lacks links is asked again soon only once every peer it
             waits for has answered too (a link to an agent not yet up cannot be up): polling
-            sooner costs both sides CPU that the booting agents need (20 nodes: ~9000 hellos)."""
+            sooner costs both sides CPU that the booting agents need (20 nodes: ~9000 hellos).
+            Both intervals stretch with the lab past 20 nodes, so the hellos a second stay level."""
             if n in asked:
-                return HELLO_RETRY
+                return HELLO_RETRY * stretch
             if n not in last:
                 return 0.0
             waiting = expected.get(n, set()) - answers.keys()
-            return HELLO_RETRY if waiting else LINK_POLL
+            return (HELLO_RETRY if waiting else LINK_POLL) * stretch
 
         last: dict[str, float] = {}
+        stretch = max(1.0, len(check) / 20)
 
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
+        cap = began + timeout + READY_PER_NODE * len(check)
+        deadline, progress = began + timeout, (0, 0)
         while not all(ready(n) for n in check):
             now = time.monotonic()
+            done = (len(answers), sum(ready(n) for n in check))
+            if done != progress:
+                progress, deadline = done, min(cap, now + timeout)
             if now >= deadline:
+                if now >= cap:
+                    why = f"within {cap - began:.0f}s ({len(check)} nodes)"
+                elif now - began <= timeout + 0.5:
+                    why = f"within {timeout:g}s"
+                else:
+                    why = f"(waited {now - began:.0f}s, the last {timeout:g}s with no node newly ready)"
                 missing = [n for n in nodes if n not in answers]
                 if missing:
-                    raise BackendError(f"lab {self.lab}: {', '.join(missing)} did not answer within "
-                                       f"{timeout:g}s{self._startup_hint(missing)}")
-                links = "; ".join(f"{n} -> {','.join(sorted(expected[n] - set(answers[n].get('connected', ()))))}"
-                                  for n in check if not ready(n))
-                raise BackendError(f"lab {self.lab}: links not up within {timeout:g}s: {links}")
+                    raise BackendError(f"lab {self.lab}: {_some(missing)} did not answer "
+                                       f"{why}{self._startup_hint(missing)}")
+                links = _some([f"{n} -> {','.join(sorted(expected[n] - set(answers[n].get('connected', ()))))}"
+                               for n in check if not ready(n)], sep="; ")
+                raise BackendError(f"lab {self.lab}: links not up {why}: {links}")
             self._check_alive(nodes)
             for n in check:
                 since = asked.get(n, last.get(n, -1e9))
@@ -325,6 +357,9 @@ class AgentBackend(Backend):
 
     def _pump(self, until_mono: float) -> None:
         """Wait for answers until the monotonic time ``until_mono`` (or the first batch), dispatching them."""
+        for c in self.clients.values():
+            if c.batch:
+                c.flush()
         timeout = max(0, int((until_mono - time.monotonic()) * 1000.0 + 0.999))
         if self._poller is None:
             time.sleep(timeout / 1000.0)
@@ -383,9 +418,13 @@ class AgentBackend(Backend):
             "links": {},
         }
         if self.shim_links:
-            rules["links"] = {d: _link_dict(p) for (s, d), p in sorted(self.links.items())
-                              if s == node and p != PERFECT}
+            rules["links"] = {d: _link_dict(p) for d, p in self.links_from(node) if p != PERFECT}
         return rules
+
+    def links_from(self, node: str) -> list[tuple[str, LinkParams]]:
+        """``node``'s outgoing links, by destination name: each node's rules look at its own N-1
+        links, not at all N*(N-1) (a hundred-node lab writes its specs in milliseconds, not 20 s)."""
+        return [(d, self.links[(node, d)]) for d in sorted(self.names) if d != node]
 
     def set_cuts(self, cuts: frozenset[Cut]) -> str:
         self.cuts = frozenset(cuts)
@@ -472,7 +511,7 @@ class AgentBackend(Backend):
     def save_state(self) -> dict[str, Any]:
         """What `zlab up` writes to the lab's state file; :meth:`attach` reads it back."""
         return {
-            "kind": self.kind, "lab": self.lab, "seed": self.seed, "workdir": self.workdir,
+            "kind": self.kind, "lab": self.lab, "run": self.run_id, "seed": self.seed, "workdir": self.workdir,
             "state_dir": self.state_dir, "t0": self.t0, "nodes": self.names,
             "addresses": {n: dataclasses.asdict(a) for n, a in self.addresses.items()},
             "keys_dir": self.keys.dir if self.keys else None,
@@ -489,6 +528,7 @@ class AgentBackend(Backend):
         b = cls(scenario, state["seed"], state["workdir"], lab=state["lab"],
                 state_dir=state["state_dir"], detached=True)
         b.t0 = state["t0"]
+        b.run_id = state.get("run") or ""        # "" : a state file from before run ids
         b.mono0 = time.monotonic() - (time.time() - b.t0)
         from lab.keys import load_keys
         b.keys = load_keys(state["keys_dir"])
@@ -517,6 +557,11 @@ class AgentBackend(Backend):
         for c in self.clients.values():
             c.close()
         self.clients.clear()
+
+
+def _some(items: list[str], most: int = 8, sep: str = ", ") -> str:
+    """A list (of nodes, say) short enough for one line."""
+    return sep.join(items) if len(items) <= most else f"{sep.join(items[:most])}{sep}and {len(items) - most} more"
 
 
 def _link_dict(p: LinkParams) -> dict[str, Any]:

@@ -31,15 +31,18 @@ says how a node is a container and how faults reach the kernel:
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import io
 import os
 import re
 import shlex
 import socket
 import tarfile
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, ClassVar
@@ -58,7 +61,7 @@ SPEC_DIR = "/etc/zlab"
 SPEC_PATH = f"{SPEC_DIR}/spec.json"
 KEY_FILES = {"server_secret_file": f"{SPEC_DIR}/server.key_secret",   # spec key -> path in the node
              "client_public_file": f"{SPEC_DIR}/client.key"}
-LABEL_LAB, LABEL_NODE, LABEL_OWNER = "zlab.lab", "zlab.node", "zlab.owner"
+LABEL_LAB, LABEL_NODE, LABEL_OWNER, LABEL_RUN = "zlab.lab", "zlab.node", "zlab.owner", "zlab.run"
 SUBNET_PREFIX = os.environ.get("ZLAB_SUBNET_PREFIX", "10.213")   # labs get <prefix>.<k>.0/24
 FIRST_HOST = 10                  # node i gets .<FIRST_HOST + i>; .1 is the bridge
 MAX_NODES = 254 - FIRST_HOST
@@ -71,8 +74,14 @@ ALIVE_EVERY = 1.0                # s between checks that no starting container e
 # put_archive before it, which on fuse-overlayfs costs a mount of the container's root file
 # system per node. A restart finds the files present (put there for it) and leaves them.
 FILES_ENV = "ZLAB_FILES"
+# Every start (a restart is a new network namespace) also installs the peers' addresses as
+# permanent neighbour entries: the kernel's neighbour table is one for the whole host, its
+# garbage-collected entries are capped (gc_thresh3, 1024 by default), and a full mesh of N
+# containers learning each other by ARP needs N*(N-1) of them -- 2,450 at 50 nodes, when new
+# links then fail with "neighbor table overflow". Permanent entries are not counted.
+NEIGH_PATH = f"{SPEC_DIR}/neigh"
 UNPACK = (f'[ -e {SPEC_PATH} ] || printf %s "${FILES_ENV}" | base64 -d | tar -x -C /; '
-          f'unset {FILES_ENV}; exec python3 -m nodes.agent "$@"')
+          f'unset {FILES_ENV}; ip -batch {NEIGH_PATH} >/dev/null 2>&1; exec python3 -m nodes.agent "$@"')
 Argv = list[str]
 Executor = Callable[[str, list[Argv]], None]      # (container name, commands) -> None or BackendError
 
@@ -147,6 +156,33 @@ def parse_probe(output: str) -> nf.Caps:
     return nf.Caps(**{cap: found.get(cap) == "1" for cap in ("netem", "htb", "tbf", "iptables")})
 
 
+@contextlib.contextmanager
+def _network_lock() -> Iterator[None]:
+    """Held while a lab's network name is looked for and taken: one lock for every zlab on this
+    host (the engine is local; a lab on a remote engine has only the engine's own check)."""
+    path = os.path.join(tempfile.gettempdir(), "zlab-docker-networks.lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield                    # an unwritable tmp: the engine's check is all there is
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def mac_of(ip: str) -> str:
+    """A node's MAC address: ``02:42`` and its IPv4 address, as docker itself derives them."""
+    return "02:42:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
+
+
+def _api_at_least(api: Any, version: str) -> bool:
+    from docker.utils import version_gte
+    return bool(version_gte(api._version, version))
+
+
 def _free_port() -> int:
     """A free TCP port on 127.0.0.1 for a node's control port (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -186,7 +222,8 @@ class DockerBackend(AgentBackend):
         self.network = self.lab
         self.subnet = ""
         self.ips: dict[str, str] = {}
-        self.host_ports: dict[str, int] = {}
+        self.host_ports: dict[str, int] = {}      # when the control port is published (see _prepare)
+        self.direct = False                         # whether the host reaches the nodes' addresses
         self.caps = nf.Caps()
         self.netstate: dict[str, nf.NetState] = {n: nf.NetState() for n in self.names}
         self._pending_kernel: set[str] = set()    # paused nodes whose kernel state is behind
@@ -219,8 +256,13 @@ class DockerBackend(AgentBackend):
     def container(self, node: str) -> str:
         return docker_name(f"{self.lab}-{node}")
 
+    def volume(self, node: str) -> str:
+        """The node's volume: named for this start too, so a lab never mounts a volume another
+        lab (or an earlier one of the same name) left behind, and never removes one it did not make."""
+        return docker_name(f"{self.lab}-{node}-{self.run_id}")
+
     def labels(self, node: str | None = None) -> dict[str, str]:
-        out = {LABEL_LAB: self.lab, LABEL_OWNER: self.owner}
+        out = {LABEL_LAB: self.lab, LABEL_OWNER: self.owner, LABEL_RUN: self.run_id}
         if node is not None:
             out[LABEL_NODE] = node
         return out
@@ -247,42 +289,80 @@ class DockerBackend(AgentBackend):
             self.image = ensure_image(self.docker)
         self._create_network()
         self.ips = {n: self._ip(i) for i, n in enumerate(self.names)}
-        self.host_ports = {n: _free_port() for n in self.names}
+        self._write_neighbours()
+        self.direct = self._host_on_bridge()
+        if not self.direct:
+            self.host_ports = {n: _free_port() for n in self.names}
+
+    def _host_on_bridge(self) -> bool:
+        """Whether the orchestrator reaches the nodes at their bridge addresses: the engine runs
+        on this host, so the bridge's gateway address is one of the host's own. Then no port is
+        published -- no proxy process per node, no host port that another lab may take first --
+        else (an engine in a VM or elsewhere) each control port is published on 127.0.0.1.
+        ZLAB_DOCKER_PUBLISH=1 publishes anyway."""
+        if os.environ.get("ZLAB_DOCKER_PUBLISH") == "1":
+            return False
+        gateway = self.subnet.rsplit(".", 1)[0] + ".1"
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((gateway, 0))
+        except OSError:
+            return False
+        return True
 
     def _ip(self, index: int) -> str:
         return self.subnet.rsplit(".", 1)[0] + f".{FIRST_HOST + index}"
 
+    @property
+    def _neigh_file(self) -> str:
+        return os.path.join(self.state_dir, "specs", "neigh")
+
+    def _write_neighbours(self) -> None:
+        """The ``ip -batch`` file of permanent neighbour entries every node installs (see UNPACK)."""
+        lines = [f"neigh replace {ip} lladdr {mac_of(ip)} dev eth0 nud permanent" for ip in self.ips.values()]
+        os.makedirs(os.path.dirname(self._neigh_file), exist_ok=True)
+        with open(self._neigh_file, "w", encoding="ascii") as f:
+            f.write("\n".join(lines) + "\n")
+
     def _create_network(self) -> None:
         """The lab's bridge with a /24 of its own; the third octet starts at a hash of the lab's
-        name and moves on while the engine reports an overlap (another lab holds it)."""
+        name and moves on while the engine reports an overlap (another lab holds it).
+
+        The network's name is the lab's claim on the engine, across state dirs and users: made
+        under a host-wide lock after a look for that exact name, because the engine's own
+        duplicate check is best effort (two concurrent creates may both succeed)."""
         import docker.errors
         import docker.types
 
         start = sum(self.lab.encode()) * 7
-        for attempt in range(256):
-            k = (start + attempt) % 254 + 1
-            subnet = f"{SUBNET_PREFIX}.{k}.0/24"
-            ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
-                subnet=subnet, gateway=f"{SUBNET_PREFIX}.{k}.1")])
-            try:
-                self.docker.networks.create(self.network, driver="bridge", ipam=ipam,
-                                            labels=self.labels(), check_duplicate=True)
-            except docker.errors.APIError as e:
-                text = str(e.explanation or e).lower()
-                if "overlap" in text or "pool" in text:
-                    continue
-                if "already exists" in text:
-                    raise BackendError(f"a network named {self.network} already exists: another lab "
-                                       f"by that name runs (or was left: `zlab down --all`)") from None
-                raise BackendError(f"cannot create network {self.network}: {e.explanation or e}") from None
-            self.subnet = subnet
-            return
+        with _network_lock():
+            if any(n.get("Name") == self.network for n in self.docker.api.networks(names=[self.network])):
+                raise BackendError(f"a network named {self.network} already exists: another lab "
+                                   f"by that name runs (or was left: `zlab down --all`)")
+            for attempt in range(256):
+                k = (start + attempt) % 254 + 1
+                subnet = f"{SUBNET_PREFIX}.{k}.0/24"
+                ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+                    subnet=subnet, gateway=f"{SUBNET_PREFIX}.{k}.1")])
+                try:
+                    self.docker.networks.create(self.network, driver="bridge", ipam=ipam,
+                                                labels=self.labels(), check_duplicate=True)
+                except docker.errors.APIError as e:
+                    text = str(e.explanation or e).lower()
+                    if "overlap" in text or "pool" in text:
+                        continue
+                    if "already exists" in text:
+                        raise BackendError(f"a network named {self.network} already exists: another lab "
+                                           f"by that name runs (or was left: `zlab down --all`)") from None
+                    raise BackendError(f"cannot create network {self.network}: {e.explanation or e}") from None
+                self.subnet = subnet
+                return
         raise BackendError(f"no free /24 left in {SUBNET_PREFIX}.0.0/16 for lab {self.lab}")
 
     def _node_files(self, spec_path: str) -> dict[str, str]:
         """``{path in the container: host file}``: the spec and the agent's key files."""
         assert self.keys is not None
-        return {SPEC_PATH: spec_path,
+        return {SPEC_PATH: spec_path, NEIGH_PATH: self._neigh_file,
                 KEY_FILES["server_secret_file"]: self.keys.server_secret_file,
                 KEY_FILES["client_public_file"]: self.keys.client_public_file}
 
@@ -294,20 +374,22 @@ class DockerBackend(AgentBackend):
         name = self.container(node)
         try:
             # The engine creates the named volume (labelled) with the container: one call, not two.
-            volume = docker.types.Mount(DATA_DIR, name, type="volume", labels=self.labels(node))
-            host_config = api.create_host_config(
-                mounts=[volume],
-                port_bindings={f"{CONTROL_PORT}/tcp": ("127.0.0.1", self.host_ports[node])},
-                cap_add=["NET_ADMIN"],
-                init=False,
-            )
+            volume = docker.types.Mount(DATA_DIR, self.volume(node), type="volume", labels=self.labels(node))
+            published = {} if self.direct else {
+                "port_bindings": {f"{CONTROL_PORT}/tcp": ("127.0.0.1", self.host_ports[node])}}
+            host_config = api.create_host_config(mounts=[volume], cap_add=["NET_ADMIN"], init=False,
+                                                 **published)
+            # The address's own MAC (what the neighbour entries name), set where the API wants it.
+            mac = mac_of(self.ips[node])
+            endpoint_mac, container_mac = (mac, None) if _api_at_least(api, "1.44") else (None, mac)
             net = api.create_networking_config({self.network: api.create_endpoint_config(
-                ipv4_address=self.ips[node], aliases=[node])})
+                ipv4_address=self.ips[node], aliases=[node],
+                **({"mac_address": endpoint_mac} if endpoint_mac else {}))})
             files = base64.b64encode(_tar_files(self._node_files(spec_path))).decode()
             api.create_container(
                 self.image, entrypoint=["sh", "-c", UNPACK, "zlab-agent"], command=["--spec", SPEC_PATH],
-                environment={FILES_ENV: files}, name=name, hostname=node,
-                labels=self.labels(node), ports=[CONTROL_PORT], host_config=host_config,
+                environment={FILES_ENV: files}, name=name, hostname=node, mac_address=container_mac,
+                labels=self.labels(node), ports=None if self.direct else [CONTROL_PORT], host_config=host_config,
                 networking_config=net, stop_signal="SIGTERM", detach=True)
         except docker.errors.ImageNotFound:
             raise BackendError(f"image {self.image} is not present: run `python -m lab.image build`") from None
@@ -348,7 +430,8 @@ class DockerBackend(AgentBackend):
     def _addresses(self, node: str) -> Addresses:
         return Addresses(bind=f"tcp://0.0.0.0:{PEER_PORT}", control_bind=f"tcp://0.0.0.0:{CONTROL_PORT}",
                          peer=f"tcp://{self.ips[node]}:{PEER_PORT}",
-                         control=f"tcp://127.0.0.1:{self.host_ports[node]}")
+                         control=f"tcp://{self.ips[node]}:{CONTROL_PORT}" if self.direct
+                         else f"tcp://127.0.0.1:{self.host_ports[node]}")
 
     def _data_dir(self, node: str) -> str:
         return DATA_DIR
@@ -397,7 +480,7 @@ class DockerBackend(AgentBackend):
         names = {self.container(n): n for n in nodes}
         try:
             gone = self.docker.api.containers(all=True, filters={
-                "label": [f"{LABEL_LAB}={self.lab}"], "status": "exited"})
+                "label": [f"{LABEL_LAB}={self.lab}", f"{LABEL_RUN}={self.run_id}"], "status": "exited"})
         except Exception:  # noqa: BLE001 -- an engine hiccup: the readiness timeout still bounds us
             return
         for c in gone:
@@ -456,27 +539,48 @@ class DockerBackend(AgentBackend):
             self._apply_kernel([node])
 
     def _stop_all(self) -> None:
-        """Revert faults in every live node, stop the containers, then remove everything of the lab."""
+        """Revert faults in every live node, stop the containers, then remove everything this
+        lab made -- found by its run label, so a start that failed (say, on a name another lab
+        holds) removes only what it created itself."""
         try:
-            live = [n for n in self.names if n not in self.down]
+            for f in self._starts.values():
+                f.cancel()                      # not begun: never will; begun: waited for below
+            for f in self._starts.values():
+                try:
+                    f.result(timeout=API_TIMEOUT)
+                except Exception:  # noqa: BLE001 -- start errors were raised where they matter
+                    pass
+            ours = self._own_containers()
+            live = [n for n in self.names if n not in self.down and n in ours]
             for n in [n for n in live if n in self.paused]:
                 try:
-                    self.docker.api.unpause(self.container(n))
+                    self.docker.api.unpause(ours[n])
                 except Exception:  # noqa: BLE001 -- maybe not running at all
                     pass
                 self.paused.discard(n)
             if self.ips:
                 self._revert_kernel(live)
-            self._parallel(self._stop_one, self.names)
+            self._parallel(lambda n: self._stop_one(ours[n]), ours)
         finally:
-            down_all(self.lab, client=self._docker)
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 self._pool = None
+            down_all(self.lab, owner=None if self.run_id else self.owner, run=self.run_id or None,
+                     client=self._docker)
 
-    def _stop_one(self, node: str) -> None:
+    def _own_containers(self) -> dict[str, str]:
+        """``{node: container id}`` of the containers this lab created (by its run label)."""
+        flt = {"label": [f"{LABEL_LAB}={self.lab}",
+                         f"{LABEL_RUN}={self.run_id}" if self.run_id else f"{LABEL_OWNER}={self.owner}"]}
         try:
-            self.docker.api.stop(self.container(node), timeout=STOP_TIMEOUT)
+            found = self.docker.api.containers(all=True, filters=flt)
+        except Exception:  # noqa: BLE001 -- an engine hiccup: down_all still removes them by label
+            return {}
+        return {c["Labels"].get(LABEL_NODE, c["Id"]): c["Id"] for c in found}
+
+    def _stop_one(self, container: str) -> None:
+        try:
+            self.docker.api.stop(container, timeout=STOP_TIMEOUT)
         except Exception:  # noqa: BLE001 -- already gone is fine; down_all removes the rest
             pass
 
@@ -503,9 +607,9 @@ class DockerBackend(AgentBackend):
         """
         links: dict[str, LinkParams] = {}
         if self.caps.shaping:
-            for (src, dst), params in self.links.items():
+            for dst, params in self.links_from(node):
                 kernel, _ = nf.split_params(params, self.caps.netem)
-                if src == node and nf.leaf_kind(kernel) is not None:
+                if nf.leaf_kind(kernel) is not None:
                     links[self.ips[dst]] = kernel
         drops: set[nf.Drop] = set()
         if self.caps.iptables:
@@ -563,9 +667,9 @@ class DockerBackend(AgentBackend):
         if self.caps.iptables:
             rules["cut_out"], rules["cut_in"] = [], []
         rules["links"] = {}
-        for (src, dst), params in sorted(self.links.items()):
+        for dst, params in self.links_from(node):
             _, shim = nf.split_params(params, self.kernel_netem)
-            if src == node and shim != PERFECT:
+            if shim != PERFECT:
                 rules["links"][dst] = _link_dict(shim)
         return rules
 
@@ -634,7 +738,7 @@ class DockerBackend(AgentBackend):
     def _runtime_state(self) -> dict[str, Any]:
         return {
             "image": self.image, "owner": self.owner, "network": self.network, "subnet": self.subnet,
-            "ips": self.ips, "host_ports": self.host_ports, "caps": asdict(self.caps),
+            "ips": self.ips, "host_ports": self.host_ports, "direct": self.direct, "caps": asdict(self.caps),
             "netstate": {n: _state_json(s) for n, s in self.netstate.items()},
         }
 
@@ -645,6 +749,7 @@ class DockerBackend(AgentBackend):
         self.subnet = state.get("subnet", "")
         self.ips = dict(state.get("ips") or {})
         self.host_ports = {n: int(p) for n, p in (state.get("host_ports") or {}).items()}
+        self.direct = bool(state.get("direct"))
         self.caps = nf.Caps(**(state.get("caps") or {}))
         for n, s in (state.get("netstate") or {}).items():
             self.netstate[n] = _state_from_json(s)
@@ -661,12 +766,20 @@ def _state_from_json(raw: dict[str, Any]) -> nf.NetState:
                        chain=bool(raw.get("chain")))
 
 
-def list_labelled(client: Any, lab: str | None = None, owner: str | None = None) -> dict[str, list[str]]:
-    """Names of the containers, networks and volumes zlab labelled (for ``lab``/``owner`` if given)."""
+def _label_filters(lab: str | None, owner: str | None, run: str | None) -> list[str]:
     filters = [f"{LABEL_LAB}={lab}" if lab else LABEL_LAB]
     if owner:
         filters.append(f"{LABEL_OWNER}={owner}")
-    flt = {"label": filters}
+    if run:
+        filters.append(f"{LABEL_RUN}={run}")
+    return filters
+
+
+def list_labelled(client: Any, lab: str | None = None, owner: str | None = None,
+                  run: str | None = None) -> dict[str, list[str]]:
+    """Names of the containers, networks and volumes zlab labelled (for ``lab``/``owner``/``run``
+    -- one start of a lab -- if given)."""
+    flt = {"label": _label_filters(lab, owner, run)}
     return {
         "containers": [c["Names"][0].lstrip("/") for c in client.api.containers(all=True, filters=flt)],
         "networks": [n["Name"] for n in client.api.networks(filters=flt)],
@@ -674,14 +787,33 @@ def list_labelled(client: Any, lab: str | None = None, owner: str | None = None)
     }
 
 
-def down_all(lab: str | None = None, *, owner: str | None = None, client: Any = None) -> dict[str, list[str]]:
+def _remove_network(client: Any, net_id: str, name: str) -> bool:
+    """Remove a network whose containers were just removed; whether it was there. A busy engine
+    may still count an endpoint of a removed container for a while: asked again for KILL_WAIT s."""
+    import docker.errors
+
+    deadline = time.monotonic() + KILL_WAIT
+    while True:
+        try:
+            client.api.remove_network(net_id)
+            return True
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as e:
+            if "active endpoints" not in str(e.explanation or e) or time.monotonic() >= deadline:
+                raise BackendError(f"cannot remove network {name}: {e.explanation or e}") from None
+            time.sleep(0.5)
+
+
+def down_all(lab: str | None = None, *, owner: str | None = None, run: str | None = None,
+             client: Any = None) -> dict[str, list[str]]:
     """Remove every container, network and volume labelled ``zlab.lab`` (of ``lab`` / ``owner``
-    when given): what ``zlab down --all`` and the test suite use. Needs no state file, so it
-    also cleans up after an orchestrator that was SIGKILLed. Returns what it removed."""
+    / ``run`` when given): what ``zlab down --all`` and the test suite use. Needs no state file,
+    so it also cleans up after an orchestrator that was SIGKILLed. Returns what it removed."""
     import docker.errors
 
     client = client or docker_client()
-    found = list_labelled(client, lab, owner)
+    found = list_labelled(client, lab, owner, run)
     removed: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": []}
     # Containers first (they hold the network and volumes), killed at once: a lab being
     # removed has nothing left to flush, its trace was read before.
@@ -697,16 +829,20 @@ def down_all(lab: str | None = None, *, owner: str | None = None, client: Any = 
                     return None       # another sweep (`zlab down --all`) is removing it right now
                 raise
         removed["containers"] = [n for n in pool.map(rm, found["containers"]) if n]
-    for name in found["networks"]:
+    # By id: names need not be unique (the engine's duplicate check is best effort).
+    failed: list[BackendError] = []
+    for net in client.api.networks(filters={"label": _label_filters(lab, owner, run)}):
         try:
-            client.api.remove_network(name)
-            removed["networks"].append(name)
-        except docker.errors.NotFound:
-            pass
+            if _remove_network(client, net["Id"], net["Name"]):
+                removed["networks"].append(net["Name"])
+        except BackendError as e:
+            failed.append(e)          # the volumes still go; then say what is left
     for name in found["volumes"]:
         try:
             client.api.remove_volume(name, force=True)
             removed["volumes"].append(name)
         except docker.errors.NotFound:
             pass
+    if failed:
+        raise failed[0]
     return removed

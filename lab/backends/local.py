@@ -74,16 +74,60 @@ def is_agent(pid: int, spec_path: str | None = None) -> bool:
     return spec_path is None or spec_path.encode() in argv
 
 
-def kill_agents(pids: dict[str, int], spec_paths: dict[str, str]) -> None:
-    """SIGKILL the agents of a lab whose state can no longer be attached to (only pids that are
-    still the agents with those specs)."""
-    for n, pid in pids.items():
-        if is_agent(pid, spec_paths.get(n)):
+def agents_under(directory: str) -> dict[int, str]:
+    """``{pid: spec path}`` of every zlab agent whose spec file lies below ``directory`` (a lab's
+    claimed directory): the record a command leaves before it starts an agent, so its agents are
+    found even when it was killed before it could note their pids. Only command lines are read."""
+    prefix = os.path.join(os.path.abspath(directory), "")
+    found: dict[int, str] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode("utf-8", "replace").split("\0")
+        except OSError:
+            continue
+        if "nodes.agent" in argv and "--spec" in argv[:-1]:
+            spec = argv[argv.index("--spec") + 1]
+            if spec.startswith(prefix):
+                found[int(entry)] = spec
+    return found
+
+
+def end_agents(agents: dict[int, str], grace: float = GRACE) -> int:
+    """Stop these agents (``{pid: spec path}``): SIGCONT (a stopped process cannot act on
+    SIGTERM), SIGTERM, SIGKILL after ``grace`` s. Each pid is signalled only while it still is
+    the agent of that spec, so a number the kernel reused is never hit. Returns how many ran."""
+    def signal_all(pids: list[int], sigs: tuple[int, ...]) -> list[int]:
+        hit = []
+        for pid in pids:
+            if not is_agent(pid, agents[pid]) or proc_state(pid) == "Z":
+                continue
             try:
-                os.kill(pid, signal.SIGCONT)
-                os.kill(pid, signal.SIGKILL)
+                for sig in sigs:
+                    os.kill(pid, sig)
+                hit.append(pid)
             except ProcessLookupError:
                 pass
+        return hit
+
+    running = signal_all(list(agents), (signal.SIGCONT, signal.SIGTERM))
+    deadline = time.monotonic() + grace
+    left = running
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = [p for p in left if proc_state(p) not in (None, "Z") and is_agent(p, agents[p])]
+    for pid in signal_all(left, (signal.SIGKILL,)):
+        for _ in range(250):
+            if proc_state(pid) in (None, "Z"):
+                break
+            time.sleep(0.02)
+    return len(running)
 
 
 class LocalBackend(AgentBackend):

@@ -14,6 +14,12 @@ Node faults:
   ``send_window`` before the crash dies with it (``sender_crashed``): a real
   process's queued sends go with a SIGKILL, after the handler's durable
   writes, so a random crash can strike between the two.
+* A core with ``early_sends`` (its leader replicates while it writes its own log):
+  with ``persist_delay`` above 0, a handler's storage writes reach the disk that
+  long after it ran; its early messages leave at once, its other messages and
+  replies wait for the disk, then ``handle_persisted`` runs. A crash in between
+  takes the writes back. With ``persist_delay`` 0 (the default) writes are durable
+  when the handler returns and ``handle_persisted`` follows at once.
 * ``restart``: a fresh core over the same storage, a fresh rng for the new
   incarnation, ``start()``, and a ``recovered`` log event.
 * ``pause`` (SIGSTOP): nothing runs, but nothing is lost either -- messages,
@@ -58,7 +64,8 @@ def _unpack(data: bytes) -> Any:
 class _Node:
     """What the simulator keeps of a node across incarnations."""
 
-    __slots__ = ("name", "state", "storage", "lc", "incarnation", "ctx", "core", "held", "timers")
+    __slots__ = ("name", "state", "storage", "lc", "incarnation", "ctx", "core", "held", "timers",
+                 "synced", "waiting", "persist_due")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -70,6 +77,9 @@ class _Node:
         self.core: Core | None = None
         self.held: list[tuple[Callable[..., None], tuple[Any, ...]]] = []   # work that came due while paused
         self.timers: dict[str, int] = {}        # name -> generation of the one pending timer
+        self.synced = 0                         # storage.writes when handle_persisted last ran
+        self.waiting: list[tuple[Callable[..., None], tuple[Any, ...]]] = []  # sends waiting for the disk
+        self.persist_due = False                # a _persisted event is on the heap
 
 
 class SimContext:
@@ -89,7 +99,11 @@ class SimContext:
         return self._sim._now
 
     def send(self, dst: str, type: str, body: dict[str, Any]) -> None:
-        self._sim._send(self._slot, dst, type, body)
+        slot = self._slot
+        if self._sim._holding and (slot.waiting or (slot.storage.unsynced and type not in self._sim._early)):
+            slot.waiting.append((self._sim._send, (slot, dst, type, body)))
+            return
+        self._sim._send(slot, dst, type, body)
 
     def set_timer(self, name: str, after: float) -> None:
         sim = self._sim
@@ -102,7 +116,11 @@ class SimContext:
         self._slot.timers.pop(name, None)
 
     def reply(self, client: str, result: dict[str, Any]) -> None:
-        self._sim._reply(self._slot, client, result)
+        slot = self._slot
+        if self._sim._holding and slot.storage.unsynced:
+            slot.waiting.append((self._sim._reply, (slot, client, result)))
+            return
+        self._sim._reply(slot, client, result)
 
     def trace(self, ev: str, **fields: Any) -> None:
         self._sim._trace(self._slot, ev, fields)
@@ -116,6 +134,8 @@ class SimBackend(Backend):
     #: s: messages and replies a node sent this recently die with it when it crashes (they were
     #: still in the process's socket queues); its storage writes, made before them, survive
     send_window = 0.001
+    #: s a core's storage writes take to be durable, for a core with ``early_sends`` (0: at once)
+    persist_delay = 0.0
 
     def __init__(self, scenario: Scenario, seed: int, workdir: str, *,
                  core: type[Core] | None = None) -> None:
@@ -132,14 +152,10 @@ class SimBackend(Backend):
         self._node_specs = {n.name: n.as_dict() for n in scenario.nodes}
         self._node_specs_view = MappingProxyType(self._node_specs)
         self._nodes = {name: _Node(name) for name in self._node_specs}
-        self.network = NetworkModel(scenario.network, random.Random(f"{seed}/network"))
-        for src in self._nodes:         # a bad link setting is bad input: say so now, not mid-run
-            for dst in self._nodes:
-                try:
-                    self.network.link(src, dst)
-                except ValueError as e:
-                    raise ConfigError(f"link {src}->{dst}: {e}", path=scenario.source,
-                                      field="network") from None
+        try:        # a bad link setting is bad input: say so now, not mid-run
+            self.network = NetworkModel(scenario.network, random.Random(f"{seed}/network"))
+        except ValueError as e:
+            raise ConfigError(str(e), path=scenario.source, field="network") from None
         self._client_delay = scenario.network.default.delay
         self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = 0
@@ -157,12 +173,18 @@ class SimBackend(Backend):
         self._secrets, self._publics = (sim_keys(seed, list(self._nodes)) if self._core_cls.signs
                                         else ({}, {}))
         self._verified: dict[tuple[str, bytes, bytes], bool] = {}
+        self._early = self._core_cls.early_sends
+        self._holding = False                   # writes wait persist_delay (set at start)
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
         if self._started:
             return
         self._started = True
+        if self._early and self.persist_delay > 0:
+            self._holding = True
+            for slot in self._nodes.values():
+                slot.storage.hold()
         for slot in self._nodes.values():
             self._boot(slot, "started")
 
@@ -248,6 +270,9 @@ class SimBackend(Backend):
         if slot.state == DOWN:
             return
         self._lose_recent_sends(slot)
+        slot.storage.lose_unsynced()            # written, not yet on disk: never happened
+        slot.waiting.clear()
+        slot.persist_due = False
         held, slot.held = slot.held, []
         slot.state = DOWN
         slot.core = slot.ctx = None
@@ -356,9 +381,36 @@ class SimBackend(Backend):
     def _run(self, slot: _Node, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
         try:
             fn(*args)
+            if self._early:
+                self._after_handler(slot)
         except Exception as e:
             e.add_note(f"in node {slot.name} ({fn.__qualname__}) at sim time {self._now:.6f}s, seed {self.seed}")
             raise
+
+    def _after_handler(self, slot: _Node) -> None:
+        """For a core with early sends: tell it its writes are durable, now or (with
+        ``persist_delay``) once they have reached the simulated disk."""
+        storage = slot.storage
+        if self.persist_delay > 0:
+            if storage.unsynced and not slot.persist_due:
+                slot.persist_due = True
+                self._push(self._now + self.persist_delay, self._persisted, (slot, slot.incarnation))
+        elif storage.writes != slot.synced:
+            slot.synced = storage.writes
+            slot.core.handle_persisted()
+
+    def _persisted(self, slot: _Node, incarnation: int) -> None:
+        if slot.incarnation != incarnation or slot.state is DOWN or not slot.persist_due:
+            return              # the writes died with the process
+        if slot.state is PAUSED:
+            slot.held.append((self._persisted, (slot, incarnation)))
+            return
+        slot.persist_due = False
+        slot.storage.sync()
+        waiting, slot.waiting = slot.waiting, []
+        for fn, args in waiting:
+            fn(*args)
+        self._run(slot, slot.core.handle_persisted, ())
 
     def _encode(self, value: Any, what: str) -> bytes:
         try:
@@ -369,7 +421,12 @@ class SimBackend(Backend):
     def _trace(self, slot: _Node, ev: str, fields: dict[str, Any]) -> None:
         slot.lc += 1
         event: dict[str, Any] = {"ts": round(self._now, 6), "node": slot.name, "lc": slot.lc, "ev": ev}
-        event.update(core_fields(fields))
+        data = fields.get("data") if len(fields) == 1 else None
+        if type(data) is dict and "mid" not in data and "type" not in data and "peer" not in data:
+            if data:    # the common ``trace(ev, data={...})``: what core_fields makes of it, cheaper
+                event["data"] = {**data}
+        else:
+            event.update(core_fields(fields))
         self._events.append(event)
 
     def _send(self, slot: _Node, dst: str, type: str, body: dict[str, Any]) -> None:
@@ -423,6 +480,8 @@ class SimBackend(Backend):
         self.counters["delivered"] += 1
         try:
             core.handle_message(src, type, _unpack(payload))
+            if self._early:
+                self._after_handler(target)
         except Exception as e:
             e.add_note(f"in node {target.name} handling {type!r} from {src} at sim time "
                        f"{self._now:.6f}s, seed {self.seed}")

@@ -26,7 +26,7 @@ ENVELOPE_BYTES = 64   # what the wire envelope adds to a body, for rate limits
 class _Link:
     """One directed link's parameters plus the little state FIFO and rate limits need."""
 
-    __slots__ = ("params", "fifo", "busy_until", "last_arrival")
+    __slots__ = ("params", "fifo", "stateless", "busy_until", "last_arrival")
 
     def __init__(self, params: LinkParams) -> None:
         self.busy_until = 0.0      # the link's transmitter is busy until then (rate limit)
@@ -47,27 +47,49 @@ class _Link:
         # Without jitter or reordering the link behaves like one TCP stream: in order.
         # With them it behaves like UDP, and overtaking is the point.
         self.fifo = params.reorder == 0.0 and (params.jitter == 0.0 or params.distribution == "constant")
+        # Such a link's fate of a message never depends on the messages before it.
+        self.stateless = not self.fifo and not params.rate
 
 
 class NetworkModel:
-    """Decides the fate of each message: dropped (and why) or its arrival time(s)."""
+    """Decides the fate of each message: dropped (and why) or its arrival time(s).
+
+    A link costs nothing while it keeps the default parameters: ``_links`` holds only
+    links given their own (``network.links``, :meth:`set_link`) and, when the default
+    link has state (FIFO order or a rate limit), the links that have carried a message.
+    So a thousand nodes are not a million objects. A bad setting is a ValueError naming its link.
+    """
 
     def __init__(self, spec: NetworkSpec, rng: random.Random) -> None:
         self.spec = spec
         self.rng = rng
+        try:
+            self._default = _Link(spec.default)
+        except ValueError as e:
+            raise ValueError(f"every link: {e}") from None
         self._links: dict[tuple[str, str], _Link] = {}
+        for rule in spec.links:          # the last rule for a link wins, as in NetworkSpec.link
+            try:
+                self._links[(rule.src, rule.dst)] = _Link(rule.params)
+            except ValueError as e:
+                raise ValueError(f"link {rule.src}->{rule.dst}: {e}") from None
         self.cuts: frozenset[tuple[str, str]] = frozenset()
 
     # -- configuration ---------------------------------------------------------
     def link(self, src: str, dst: str) -> _Link:
+        """src -> dst's own link object, made on first use from the default."""
         key = (src, dst)
         link = self._links.get(key)
         if link is None:
-            link = self._links[key] = _Link(self.spec.link(src, dst))
+            link = self._links[key] = _Link(self._default.params)
         return link
 
     def params(self, src: str, dst: str) -> LinkParams:
-        return self.link(src, dst).params
+        return self._links.get((src, dst), self._default).params
+
+    def links_kept(self) -> int:
+        """How many directed links hold an object of their own (the rest share the default)."""
+        return len(self._links)
 
     def set_link(self, src: str, dst: str, params: LinkParams) -> None:
         """Give src -> dst exactly these parameters from now on (messages in flight keep theirs)."""
@@ -87,7 +109,9 @@ class NetworkModel:
         """
         if (src, dst) in self.cuts:
             return "partition", ()
-        link = self._links.get((src, dst)) or self.link(src, dst)
+        link = self._links.get((src, dst))
+        if link is None:
+            link = self._default if self._default.stateless else self.link(src, dst)
         p = link.params
         rng = self.rng
         if p.loss and rng.random() < p.loss:

@@ -33,6 +33,14 @@ Contract for the runtime (``lab/sim``, ``nodes/agent.py``):
 * Writes to ``storage`` made in a handler are durable before any message that
   handler sent leaves the node, and before any reply reaches a client
   (etcd's "persist, then send"). The agent batches them into one fsync.
+* The one exception, which a core asks for: messages of a type in
+  ``early_sends`` may leave *before* the handler's writes are durable (Raft
+  thesis 10.2.1: a leader sends AppendEntries while it writes its own log).
+  The runtime then calls ``handle_persisted()`` once every write made so far is
+  durable, and the core must not count on those writes before that call (a
+  Raft leader counts itself in a quorum only then). A crash in between loses
+  the writes, not the early messages. Every other message and every reply
+  still waits for the writes.
 * ``set_timer(name, after)`` replaces a pending timer of the same name.
 * Client requests are dicts (``{"f": "write", "key": "x", "value": 1,
   "client": "c1", "seq": 7}``); results are dicts with ``type`` in
@@ -149,6 +157,10 @@ class Core:
     behaviours: ClassVar[Mapping[str, str]] = {}
     #: whether the core needs ``ctx.keys`` (ed25519 signing keys made by the runtime)
     signs: ClassVar[bool] = False
+    #: message types that may leave before the sending handler's storage writes are durable
+    #: (the contract's one exception to "persist, then send", above); the runtime then calls
+    #: :meth:`handle_persisted` once they are
+    early_sends: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, ctx: Context, config: Tunables) -> None:
         self.ctx = ctx
@@ -166,6 +178,10 @@ class Core:
     def handle_request(self, client: str, op: dict[str, Any]) -> None:
         """A client operation; answer with ``ctx.reply(client, result)``, now or later."""
         self.ctx.reply(client, {"type": "fail", "error": "unsupported"})
+
+    def handle_persisted(self) -> None:
+        """Every storage write made so far is durable. Called only for a core with
+        ``early_sends``, after each flush that wrote something."""
 
     def status(self) -> dict[str, Any]:
         """A small summary for the orchestrator, e.g. ``{"role": "leader", "term": 3, "leader": "n1"}``."""

@@ -168,6 +168,10 @@ def well_formed(type: str, body: Any) -> bool:
 class Raft(Core):
     name = "raft"
     message_types = frozenset({MSG_VOTE, MSG_VOTE_RESP, MSG_APP, MSG_APP_RESP})
+    # The leader replicates while it writes its own log (thesis 10.2.1, as etcd does): its
+    # appends leave before its write is durable, and it counts itself only after
+    # handle_persisted. A follower's answer still waits for its write.
+    early_sends = frozenset({MSG_APP})
     tunables = RaftConfig
     presets = {"lan": {}, "wan": {"election_timeout": ["1s", "2s"], "heartbeat": "200ms"}}
     bugs = {
@@ -218,6 +222,7 @@ class Raft(Core):
         self.hashes: list[str] = [""]
         self.commit = 0
         self.commit_dirty = False                   # commit index changed since `hard` was written
+        self.durable = 0                            # the last index of our log known to be on disk
         self.applied = 0
         self.kv = kv.KV()
         self.votes: set[str] = set()
@@ -243,6 +248,7 @@ class Raft(Core):
             self.log.append([term, command])
             self.hashes.append(chain_hash(self.hashes[-1], term, command))
         # A snapshot-free state machine is rebuilt by replaying the committed prefix.
+        self.durable = self.last_index
         self.commit = min(hard.get("commit", 0), self.last_index)
         self._apply_committed(replay=True)
         self.become_follower(self.term, None)
@@ -281,6 +287,7 @@ class Raft(Core):
             self.commit_dirty = True
         del self.log[keep + 1:]
         del self.hashes[keep + 1:]
+        self.durable = min(self.durable, keep)
         self.ctx.storage.log_truncate(LOG, keep)
 
     @property
@@ -428,7 +435,10 @@ class Raft(Core):
         else:
             self.pending[len(self.log) - 1] = client
         self.broadcast_append()
-        if not self.peers:
+
+    def handle_persisted(self) -> None:
+        self.durable = self.last_index
+        if self.role == LEADER and self.durable > self.commit:
             self.maybe_commit()
 
     def status(self) -> dict[str, Any]:
@@ -598,13 +608,14 @@ class Raft(Core):
             i -= 1
         return i if i > 0 and log[i][0] == term else 0
 
+    def own_match(self) -> int:
+        """The leader's own vote in the quorum: its log as far as it is durable."""
+        return self.durable
+
     def maybe_commit(self) -> None:
-        if self.peers:
-            matches = sorted((pr.match for pr in self.progress.values()), reverse=True)
-            # The leader holds its whole log: the quorum-th highest match counting it.
-            n = min(matches[self.quorum - 2], self.last_index)
-        else:
-            n = self.last_index
+        # The quorum-th highest match, the leader's own durable log counted as one.
+        matches = sorted([self.own_match(), *(pr.match for pr in self.progress.values())], reverse=True)
+        n = matches[self.quorum - 1]
         # Figure 8: only an entry of our own term commits by counting replicas.
         if n > self.commit and (self.log[n][0] == self.term or self._bug_commit_previous):
             self.commit_to(n)
