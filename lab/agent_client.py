@@ -81,10 +81,9 @@ class AgentClient:
 
     def flush(self) -> None:
         """Send the batched submits, as one frame (the agent answers each on its own)."""
-        batch = self.batch
-        while batch:
-            chunk, self.batch = batch[:MAX_BATCH], batch[MAX_BATCH:]
-            batch = self.batch
+        batch, self.batch = self.batch, []
+        for start in range(0, len(batch), MAX_BATCH):
+            chunk = batch[start:start + MAX_BATCH]
             try:
                 self.socket.send(control.pack_requests(chunk), zmq.NOBLOCK)
             except zmq.ZMQError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from json.encoder import c_make_encoder
 from json.encoder import encode_basestring_ascii as _js_str
 from pathlib import Path
@@ -34,19 +34,11 @@ def _sort_key(event: dict[str, Any]) -> tuple[float, str]:
     return (event["ts"], event["node"])
 
 
-def _line_encoder() -> Callable[[Any], str]:
-    """``encode(value)``: what ``_encoder.encode`` writes for ``value``, made cheaper. Its C
-    encoder is made once instead of per call, and without the cycle check (an event is a
-    tree: it came off the wire or out of a core's fields; a cycle still fails, with
-    RecursionError): a third cheaper on the simulator's hot path."""
-    if c_make_encoder is None:
-        return _encoder.encode
-    c = c_make_encoder(None, _encoder.default, _js_str, None, ":", ",", True, False, True)
-    join = "".join
-    return lambda value: join(c(value, 0))
-
-
-_encode_line = _line_encoder()
+# ``_encoder.encode`` made cheaper: its C encoder built once instead of per call, without the
+# cycle check (an event is a tree: it came off the wire or out of a core's fields; a cycle
+# still fails, with RecursionError): a third cheaper on the simulator's hot path.
+_chunks = (c_make_encoder(None, _encoder.default, _js_str, None, ":", ",", True, False, True)
+           if c_make_encoder is not None else None)
 
 
 def encode_event(event: dict[str, Any]) -> str:
@@ -54,27 +46,17 @@ def encode_event(event: dict[str, Any]) -> str:
     ts = event.get("ts")
     if type(ts) is float and round(ts, 6) != ts:
         event = {**event, "ts": round(ts, 6)}
-    return _encode_line(event)
+    return "".join(_chunks(event, 0)) if _chunks is not None else _encoder.encode(event)
 
 
 def write_trace(events: Iterable[dict[str, Any]], path: str | os.PathLike[str]) -> int:
     """Write ``events`` (already in order) to ``path`` as JSON lines; returns how many.
-    :func:`encode_event` inlined: a run writes a line per message and per timer."""
-    encode, lines, n = _encode_line, [], 0
+    Lines go out in blocks: a run writes a line per message and per timer."""
+    it, n = iter(events), 0
     with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for event in events:
-            ts = event.get("ts")
-            if type(ts) is float and round(ts, 6) != ts:
-                event = {**event, "ts": round(ts, 6)}
-            lines.append(encode(event))
-            if len(lines) == 4096:
-                lines.append("")
-                f.write("\n".join(lines))
-                lines.clear()
-            n += 1
-        if lines:
-            lines.append("")
-            f.write("\n".join(lines))
+        while block := list(itertools.islice(it, 4096)):
+            f.write("\n".join(map(encode_event, block)) + "\n")
+            n += len(block)
     return n
 
 

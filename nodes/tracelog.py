@@ -33,6 +33,9 @@ def core_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """A core's ``ctx.trace(ev, **fields)`` as event keys: ``mid``/``type``/``peer`` stay at
     the top, everything else goes under ``data`` (a core may also pass ``data={...}``).
     Shared by the agent and the simulator so both runtimes write the same events."""
+    data = fields.get("data")
+    if len(fields) == 1 and type(data) is dict and TOP_LEVEL.isdisjoint(data):
+        return {"data": {**data}} if data else {}      # the common ``data={...}``: one copy
     if "data" in fields:
         fields = {**fields.pop("data"), **fields}
     if TOP_LEVEL.isdisjoint(fields):

@@ -421,12 +421,7 @@ class SimBackend(Backend):
     def _trace(self, slot: _Node, ev: str, fields: dict[str, Any]) -> None:
         slot.lc += 1
         event: dict[str, Any] = {"ts": round(self._now, 6), "node": slot.name, "lc": slot.lc, "ev": ev}
-        data = fields.get("data") if len(fields) == 1 else None
-        if type(data) is dict and "mid" not in data and "type" not in data and "peer" not in data:
-            if data:    # the common ``trace(ev, data={...})``: what core_fields makes of it, cheaper
-                event["data"] = {**data}
-        else:
-            event.update(core_fields(fields))
+        event.update(core_fields(fields))
         self._events.append(event)
 
     def _send(self, slot: _Node, dst: str, type: str, body: dict[str, Any]) -> None:
