@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
-MAX_SEED = 2**63 - 1      # what a scenario's `seed:` may be (lab/topology.py)
+from lab.scenario import MAX_SEED
+from nodes.units import shown
 
 
 def seed_arg(text: str) -> int:
@@ -16,7 +17,7 @@ def seed_arg(text: str) -> int:
     except ValueError:
         seed = -1
     if not 0 <= seed <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**63-1, got {text[:40]!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**63-1, got {shown(text)}")
     return seed
 
 
@@ -27,5 +28,5 @@ def seconds_arg(text: str) -> float:
     except ValueError:
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text[:40]!r}")
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {shown(text)}")
     return seconds

@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from lab.errors import ConfigError
+from nodes.units import shown
 
 STATE_FILE = "state.json"
 MAX_NAME = 100      # bytes of a lab name, as of a scenario name: a file name holds 255
@@ -39,8 +40,7 @@ def zlab_home() -> str:
 def lab_dir(name: str) -> str:
     if (not name or "/" in name or "\0" in name or name.startswith(".")
             or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME):
-        shown = repr(name[:40]) + ("..." if len(name) > 40 else "")
-        raise ConfigError(f"bad lab name {shown}: a lab name has 1 to {MAX_NAME} bytes, "
+        raise ConfigError(f"bad lab name {shown(name)}: a lab name has 1 to {MAX_NAME} bytes, "
                           "no '/' and no leading '.'")
     return os.path.join(zlab_home(), name)
 

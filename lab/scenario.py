@@ -12,6 +12,8 @@ from typing import Any
 
 from nodes.protocols.core import role_names
 
+MAX_SEED = 2**63 - 1      # a seed is a signed 64-bit number: `seed:` and `--seed` alike
+
 
 @dataclass(frozen=True)
 class LinkParams:

@@ -29,6 +29,7 @@ from yaml.constructor import SafeConstructor
 
 from lab.errors import ConfigError
 from lab.scenario import (
+    MAX_SEED,
     WORKLOAD_KEYS,
     FaultStep,
     LinkParams,
@@ -408,7 +409,7 @@ class _Loader:
             faults=self.faults(opt["faults"]) if "faults" in opt else [],
             checks=checks, check_params=check_params,
             expect=self.expect(opt["expect"]) if "expect" in opt else {},
-            seed=opt["seed"].int_(0, 2**63 - 1) if "seed" in opt else None,
+            seed=opt["seed"].int_(0, MAX_SEED) if "seed" in opt else None,
             settle=opt["settle"].duration() if "settle" in opt else Scenario.settle,
             source=self.root.doc.path, raw=self.root.value(),
         )

@@ -64,14 +64,19 @@ def proc_state(pid: int) -> str | None:
 def is_agent(pid: int, spec_path: str | None = None) -> bool:
     """Whether ``pid`` is (still) a zlab agent -- and the one for ``spec_path`` -- so that a pid
     the kernel reused is never signalled."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
-    except OSError:
-        return False
-    if b"nodes.agent" not in argv:
+    argv = _argv(pid)
+    if argv is None or b"nodes.agent" not in argv:
         return False
     return spec_path is None or spec_path.encode() in argv
+
+
+def _argv(pid: int | str) -> list[bytes] | None:
+    """The command line of ``pid`` (None: no such process, or not ours to read)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return None
 
 
 def agents_under(directory: str) -> dict[int, str]:
@@ -87,13 +92,9 @@ def agents_under(directory: str) -> dict[int, str]:
     for entry in entries:
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().decode("utf-8", "replace").split("\0")
-        except OSError:
-            continue
-        if "nodes.agent" in argv and "--spec" in argv[:-1]:
-            spec = argv[argv.index("--spec") + 1]
+        argv = _argv(entry)
+        if argv and b"nodes.agent" in argv and b"--spec" in argv[:-1]:
+            spec = argv[argv.index(b"--spec") + 1].decode("utf-8", "replace")
             if spec.startswith(prefix):
                 found[int(entry)] = spec
     return found
