@@ -336,9 +336,10 @@ class DockerBackend(AgentBackend):
 
         start = sum(self.lab.encode()) * 7
         with _network_lock():
+            taken = BackendError(f"a network named {self.network} already exists: another lab "
+                                 f"by that name runs (or was left: `zlab down --all`)")
             if any(n.get("Name") == self.network for n in self.docker.api.networks(names=[self.network])):
-                raise BackendError(f"a network named {self.network} already exists: another lab "
-                                   f"by that name runs (or was left: `zlab down --all`)")
+                raise taken
             for attempt in range(256):
                 k = (start + attempt) % 254 + 1
                 subnet = f"{SUBNET_PREFIX}.{k}.0/24"
@@ -352,8 +353,7 @@ class DockerBackend(AgentBackend):
                     if "overlap" in text or "pool" in text:
                         continue
                     if "already exists" in text:
-                        raise BackendError(f"a network named {self.network} already exists: another lab "
-                                           f"by that name runs (or was left: `zlab down --all`)") from None
+                        raise taken from None
                     raise BackendError(f"cannot create network {self.network}: {e.explanation or e}") from None
                 self.subnet = subnet
                 return
