@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import statistics
@@ -365,6 +366,28 @@ def test_timers_are_replaced_and_cancelled():
     assert timer["type"] == "a" and timer["ts"] == pytest.approx(1.51)
 
 
+def test_a_timer_set_again_fires_once_at_its_last_time_in_the_order_it_was_set():
+    sim = make()
+    ctx = sim.core("n1").ctx
+    seen: list[tuple[str, float]] = []
+    fired = lambda: [(e["type"], e["ts"]) for e in events(sim, "timer")]  # noqa: E731
+    sim.call_at(0.0, lambda: ctx.set_timer("a", 1.0))                   # due 1.0
+    sim.call_at(1.5, lambda: seen.append(("set before", len(fired()))))
+    sim.call_at(0.2, lambda: ctx.set_timer("a", 1.6))                   # later: 1.8
+    sim.call_at(0.4, lambda: ctx.set_timer("a", 1.1))                   # back to 1.5
+    sim.call_at(0.5, lambda: ctx.set_timer("a", 1.0))                   # 1.5 again, set last
+    sim.call_at(0.6, lambda: sim.call_at(1.5, lambda: seen.append(("set after", len(fired())))))
+    sim.call_at(0.1, lambda: ctx.set_timer("b", 2.0))                   # due 2.1 ...
+    sim.call_at(0.3, lambda: ctx.set_timer("b", 0.2))                   # ... then sooner: 0.5
+    for i in range(100):                                                # many resets: one heap entry
+        sim.call_at(0.01 * i, lambda: ctx.set_timer("c", 10.0))
+    sim.run_until(1.2)
+    assert sum(1 for e in sim._heap if e[2] == sim._wake) <= 3
+    sim.run_until(12.0)
+    assert fired() == [("b", 0.5), ("a", 1.5), ("c", pytest.approx(10.99))]
+    assert seen == [("set before", 1), ("set after", 2)]                 # ties keep scheduling order
+
+
 def test_pause_holds_messages_timers_and_requests_and_resume_delivers_them_in_order():
     sim = make()
     ask(sim, "n2", {"f": "timer", "name": "t", "after": 0.5}, until=0.1)       # due at 0.51
@@ -422,9 +445,20 @@ def test_core_exceptions_propagate_with_where_and_when():
             raise RuntimeError("boom")
     sim = make(core=Broken)
     ask(sim, "n3", {"f": "timer", "name": "x", "after": 0.1})
+    thresholds = gc.get_threshold()
     with pytest.raises(RuntimeError, match="boom") as info:
         sim.run_until(1.0)
     assert any("node n3" in note and "seed 1" in note for note in info.value.__notes__)
+    assert gc.get_threshold() == thresholds         # the loop's setting does not outlive it
+
+
+def test_the_loop_skips_full_collections_and_puts_the_setting_back():
+    sim = make()
+    seen = []
+    sim.call_at(0.5, lambda: seen.append(gc.get_threshold()))
+    thresholds = gc.get_threshold()
+    sim.run_until(1.0)
+    assert seen[0][:2] == thresholds[:2] and seen[0][2] > 1_000_000 and gc.get_threshold() == thresholds
 
 
 # -- Lamport clocks ---------------------------------------------------------------------------
