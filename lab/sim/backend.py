@@ -101,6 +101,7 @@ class SimContext:
         # str seeds are hashed with sha512 by random.Random: the same in every process.
         self.rng = random.Random(f"{sim.seed}/node/{slot.name}/{slot.incarnation}")
         self.keys = sim._keyring(slot.name)
+        self._events = sim._events
 
     def now(self) -> float:
         return self._sim._now
@@ -140,7 +141,13 @@ class SimContext:
         self._sim._reply(slot, client, result)
 
     def trace(self, ev: str, **fields: Any) -> None:
-        self._sim._trace(self._slot, ev, fields)
+        """The one way an event of this node other than a message's or a timer's is traced:
+        the core's own, and the simulator's ``log``, ``request`` and ``reply`` lines."""
+        slot = self._slot
+        lc = slot.lc = slot.lc + 1
+        event: dict[str, Any] = {"ts": self._sim._ts, "node": self.node, "lc": lc, "ev": ev}
+        event.update(core_fields(fields))
+        self._events.append(event)
 
 
 class SimBackend(Backend):
@@ -405,7 +412,7 @@ class SimBackend(Backend):
         slot.core = self._core_cls(slot.ctx, self._config)
         slot.state = UP
         slot.clear_timers()
-        self._trace(slot, "log", {"msg": msg})
+        slot.ctx.trace("log", msg=msg)
         self._run(slot, slot.core.start, ())
 
     def _run(self, slot: _Node, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
@@ -447,12 +454,6 @@ class SimBackend(Backend):
             return _pack(value)
         except (TypeError, ValueError, OverflowError) as e:
             raise ProtocolError(f"sim: {what} cannot go on the wire (msgpack: {e}): {value!r}") from None
-
-    def _trace(self, slot: _Node, ev: str, fields: dict[str, Any]) -> None:
-        slot.lc += 1
-        event: dict[str, Any] = {"ts": self._ts, "node": slot.name, "lc": slot.lc, "ev": ev}
-        event.update(core_fields(fields))
-        self._events.append(event)
 
     def _send(self, slot: _Node, dst: str, type: str, body: dict[str, Any]) -> None:
         target = self._nodes.get(dst)
@@ -558,13 +559,13 @@ class SimBackend(Backend):
             return              # a down node never answers; the runner times the op out
         self._clients[handle] = (on_result, slot.name)
         op = _unpack(op_bytes)
-        self._trace(slot, "request", {"client": handle, "op": _unpack(op_bytes)})
+        slot.ctx.trace("request", client=handle, op=_unpack(op_bytes))
         self.counters["requests"] += 1
         self._run(slot, slot.core.handle_request, (handle, op))
 
     def _reply(self, slot: _Node, client: str, result: dict[str, Any]) -> None:
         payload = self._encode(result, f"{slot.name}'s reply")
-        self._trace(slot, "reply", {"client": client, "result": _unpack(payload)})
+        slot.ctx.trace("reply", client=client, result=_unpack(payload))
         entry = self._clients.pop(client, None)
         if entry is None:
             return              # answered already, or its node crashed since: the client is gone
