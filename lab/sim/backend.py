@@ -145,9 +145,7 @@ class SimContext:
         the core's own, and the simulator's ``log``, ``request`` and ``reply`` lines."""
         slot = self._slot
         lc = slot.lc = slot.lc + 1
-        event: dict[str, Any] = {"ts": self._sim._ts, "node": self.node, "lc": lc, "ev": ev}
-        event.update(core_fields(fields))
-        self._events.append(event)
+        self._events.append(core_fields(fields, {"ts": self._sim._ts, "node": self.node, "lc": lc, "ev": ev}))
 
 
 class SimBackend(Backend):
