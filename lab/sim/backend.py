@@ -465,8 +465,7 @@ class SimBackend(Backend):
         self._mid += 1
         mid = self._mid
         lc = slot.lc = slot.lc + 1
-        now = self._now
-        ts = round(now, 6)
+        now, ts = self._now, self._ts
         src = slot.name
         self._events.append({"ts": ts, "node": src, "lc": lc, "ev": "send", "mid": mid, "type": type, "peer": dst})
         self.counters["sent"] += 1
