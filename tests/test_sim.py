@@ -386,6 +386,13 @@ def test_a_timer_set_again_fires_once_at_its_last_time_in_the_order_it_was_set()
     sim.run_until(12.0)
     assert fired() == [("b", 0.5), ("a", 1.5), ("c", pytest.approx(10.99))]
     assert seen == [("set before", 1), ("set after", 2)]                 # ties keep scheduling order
+    for i in range(50):                 # timers named per transaction, as 2PC's: nothing stays behind
+        ctx.set_timer(f"t{i}", 1.0 + i % 3)
+        if i % 2:
+            ctx.cancel_timer(f"t{i}")
+    sim.run_until(20.0)
+    slot = sim._nodes["n1"]
+    assert len(fired()) == 3 + 25 and not (slot.timers or slot.due or slot.armed)
 
 
 def test_pause_holds_messages_timers_and_requests_and_resume_delivers_them_in_order():

@@ -75,7 +75,7 @@ class _Node:
         self.core: Core | None = None
         self.held: list[tuple[Callable[..., None], tuple[Any, ...]]] = []   # work that came due while paused
         self.timers: dict[str, int] = {}        # name -> generation of the one pending timer
-        self.due: dict[str, float] = {}         # name -> when that timer fires
+        self.due: dict[str, float] = {}         # name -> when that timer fires (same names as timers)
         # name -> (time, seq) of the one heap entry that comes back for that timer (see set_timer)
         self.armed: dict[str, tuple[float, int]] = {}
         self.synced = 0                         # storage.writes when handle_persisted last ran
@@ -132,6 +132,7 @@ class SimContext:
 
     def cancel_timer(self, name: str) -> None:
         self._slot.timers.pop(name, None)
+        self._slot.due.pop(name, None)
 
     def reply(self, client: str, result: dict[str, Any]) -> None:
         slot = self._slot
@@ -542,6 +543,7 @@ class SimBackend(Backend):
             slot.held.append((self._fire, (slot, name, gen)))
             return
         del slot.timers[name]
+        del slot.due[name]
         slot.lc += 1
         self._events.append({"ts": self._ts, "node": slot.name, "lc": slot.lc, "ev": "timer",
                              "type": name})
