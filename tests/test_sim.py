@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import random
 import statistics
@@ -17,7 +18,7 @@ from lab.errors import BackendError, CheckError, ConfigError, ProtocolError
 from lab.scenario import LinkParams, LinkRule, NetworkSpec, NodeSpec, Scenario
 from lab.sim import NetworkModel, SimBackend
 from lab.targets import partition_cuts
-from lab.tracefile import merge, read_trace, write_trace
+from lab.tracefile import encode_event, merge, read_trace, write_trace
 from nodes.protocols.core import Core
 
 pytestmark = pytest.mark.sim
@@ -528,6 +529,21 @@ def test_trace_file_round_trip_is_canonical(tmp_path):
     assert back[1] == evs[1] and back[0]["ts"] == 0.3
     write_trace(back, tmp_path / "again.jsonl")
     assert (tmp_path / "again.jsonl").read_bytes() == path.read_bytes()
+
+
+def test_a_message_event_is_the_line_the_json_encoder_writes():
+    rng = random.Random(3)
+    texts = ["n1", "append_entries", 'quo"te', "back\\slash", "tab\t", "é", "\u2603", "", "\x00"]
+    floats = [0.0, -0.0, 1.5, 1e-07, 123456.123456, 1e22, 2.5e-05, float("nan"), float("inf")]
+    ints = [0, -1, 7, 2**70, -(2**64)]
+    reference = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+    for _ in range(500):
+        ev = {"ts": rng.choice(floats), "node": rng.choice(texts), "lc": rng.choice(ints),
+              "ev": rng.choice(["send", "recv", *texts]), "mid": rng.choice(ints),
+              "type": rng.choice(texts), "peer": rng.choice(texts)}
+        if rng.random() < 0.2:      # not a message's shape, or a value of another type
+            ev[rng.choice(["mid", "lc", "peer", "extra"])] = rng.choice([True, None, "7", 1.0, [1]])
+        assert encode_event(ev) == reference.encode({**ev, "ts": round(ev["ts"], 6)}), ev
 
 
 def test_read_trace_names_the_bad_line(tmp_path):
