@@ -8,10 +8,12 @@ from typing import Any
 
 import msgpack
 
+_pack = msgpack.Packer(use_bin_type=True).pack     # one packer: msgpack.packb makes one a call
+
 
 def _copy(value: Any) -> Any:
     # A msgpack round trip is faster than deepcopy and also proves the value is storable.
-    return msgpack.unpackb(msgpack.packb(value, use_bin_type=True), raw=False, strict_map_key=False)
+    return msgpack.unpackb(_pack(value), raw=False, strict_map_key=False)
 
 
 _ABSENT = object()

@@ -29,18 +29,24 @@ TOP_LEVEL = frozenset({"mid", "type", "peer"})
 _SCALAR = {int: int.__repr__, str: _js_str, type(None): lambda v: "null"}
 
 
-def core_fields(fields: dict[str, Any]) -> dict[str, Any]:
+def core_fields(fields: dict[str, Any], out: dict[str, Any] | None = None) -> dict[str, Any]:
     """A core's ``ctx.trace(ev, **fields)`` as event keys: ``mid``/``type``/``peer`` stay at
     the top, everything else goes under ``data`` (a core may also pass ``data={...}``).
-    Shared by the agent and the simulator so both runtimes write the same events."""
+    Shared by the agent and the simulator so both runtimes write the same events. The keys
+    go into ``out`` when given (the event being built: no dict in between), else a new dict."""
+    if out is None:
+        out = {}
     data = fields.get("data")
     if len(fields) == 1 and type(data) is dict and TOP_LEVEL.isdisjoint(data):
-        return {"data": {**data}} if data else {}      # the common ``data={...}``: one copy
+        if data:
+            out["data"] = {**data}      # the common ``data={...}``: one copy
+        return out
     if "data" in fields:
         fields = {**fields.pop("data"), **fields}
     if TOP_LEVEL.isdisjoint(fields):
-        return {"data": fields} if fields else {}
-    out: dict[str, Any] = {}
+        if fields:
+            out["data"] = fields
+        return out
     data = {}
     for key, value in fields.items():
         if key in TOP_LEVEL:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 import random
 import statistics
@@ -16,7 +18,7 @@ from lab.errors import BackendError, CheckError, ConfigError, ProtocolError
 from lab.scenario import LinkParams, LinkRule, NetworkSpec, NodeSpec, Scenario
 from lab.sim import NetworkModel, SimBackend
 from lab.targets import partition_cuts
-from lab.tracefile import merge, read_trace, write_trace
+from lab.tracefile import encode_event, merge, read_trace, write_trace
 from nodes.protocols.core import Core
 
 pytestmark = pytest.mark.sim
@@ -365,6 +367,35 @@ def test_timers_are_replaced_and_cancelled():
     assert timer["type"] == "a" and timer["ts"] == pytest.approx(1.51)
 
 
+def test_a_timer_set_again_fires_once_at_its_last_time_in_the_order_it_was_set():
+    sim = make()
+    ctx = sim.core("n1").ctx
+    seen: list[tuple[str, float]] = []
+    fired = lambda: [(e["type"], e["ts"]) for e in events(sim, "timer")]  # noqa: E731
+    sim.call_at(0.0, lambda: ctx.set_timer("a", 1.0))                   # due 1.0
+    sim.call_at(1.5, lambda: seen.append(("set before", len(fired()))))
+    sim.call_at(0.2, lambda: ctx.set_timer("a", 1.6))                   # later: 1.8
+    sim.call_at(0.4, lambda: ctx.set_timer("a", 1.1))                   # back to 1.5
+    sim.call_at(0.5, lambda: ctx.set_timer("a", 1.0))                   # 1.5 again, set last
+    sim.call_at(0.6, lambda: sim.call_at(1.5, lambda: seen.append(("set after", len(fired())))))
+    sim.call_at(0.1, lambda: ctx.set_timer("b", 2.0))                   # due 2.1 ...
+    sim.call_at(0.3, lambda: ctx.set_timer("b", 0.2))                   # ... then sooner: 0.5
+    for i in range(100):                                                # many resets: one heap entry
+        sim.call_at(0.01 * i, lambda: ctx.set_timer("c", 10.0))
+    sim.run_until(1.2)
+    assert sum(1 for e in sim._heap if e[2] == sim._wake) <= 3
+    sim.run_until(12.0)
+    assert fired() == [("b", 0.5), ("a", 1.5), ("c", pytest.approx(10.99))]
+    assert seen == [("set before", 1), ("set after", 2)]                 # ties keep scheduling order
+    for i in range(50):                 # timers named per transaction, as 2PC's: nothing stays behind
+        ctx.set_timer(f"t{i}", 1.0 + i % 3)
+        if i % 2:
+            ctx.cancel_timer(f"t{i}")
+    sim.run_until(20.0)
+    slot = sim._nodes["n1"]
+    assert len(fired()) == 3 + 25 and not (slot.timers or slot.due or slot.armed)
+
+
 def test_pause_holds_messages_timers_and_requests_and_resume_delivers_them_in_order():
     sim = make()
     ask(sim, "n2", {"f": "timer", "name": "t", "after": 0.5}, until=0.1)       # due at 0.51
@@ -422,9 +453,20 @@ def test_core_exceptions_propagate_with_where_and_when():
             raise RuntimeError("boom")
     sim = make(core=Broken)
     ask(sim, "n3", {"f": "timer", "name": "x", "after": 0.1})
+    thresholds = gc.get_threshold()
     with pytest.raises(RuntimeError, match="boom") as info:
         sim.run_until(1.0)
     assert any("node n3" in note and "seed 1" in note for note in info.value.__notes__)
+    assert gc.get_threshold() == thresholds         # the loop's setting does not outlive it
+
+
+def test_the_loop_skips_full_collections_and_puts_the_setting_back():
+    sim = make()
+    seen = []
+    sim.call_at(0.5, lambda: seen.append(gc.get_threshold()))
+    thresholds = gc.get_threshold()
+    sim.run_until(1.0)
+    assert seen[0][:2] == thresholds[:2] and seen[0][2] > 1_000_000 and gc.get_threshold() == thresholds
 
 
 # -- Lamport clocks ---------------------------------------------------------------------------
@@ -487,6 +529,21 @@ def test_trace_file_round_trip_is_canonical(tmp_path):
     assert back[1] == evs[1] and back[0]["ts"] == 0.3
     write_trace(back, tmp_path / "again.jsonl")
     assert (tmp_path / "again.jsonl").read_bytes() == path.read_bytes()
+
+
+def test_a_message_event_is_the_line_the_json_encoder_writes():
+    rng = random.Random(3)
+    texts = ["n1", "append_entries", 'quo"te', "back\\slash", "tab\t", "é", "\u2603", "", "\x00"]
+    floats = [0.0, -0.0, 1.5, 1e-07, 123456.123456, 1e22, 2.5e-05, float("nan"), float("inf")]
+    ints = [0, -1, 7, 2**70, -(2**64)]
+    reference = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+    for _ in range(500):
+        ev = {"ts": rng.choice(floats), "node": rng.choice(texts), "lc": rng.choice(ints),
+              "ev": rng.choice(["send", "recv", *texts]), "mid": rng.choice(ints),
+              "type": rng.choice(texts), "peer": rng.choice(texts)}
+        if rng.random() < 0.2:      # not a message's shape, or a value of another type
+            ev[rng.choice(["mid", "lc", "peer", "extra"])] = rng.choice([True, None, "7", 1.0, [1]])
+        assert encode_event(ev) == reference.encode({**ev, "ts": round(ev["ts"], 6)}), ev
 
 
 def test_read_trace_names_the_bad_line(tmp_path):

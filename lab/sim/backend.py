@@ -29,6 +29,7 @@ Node faults:
 
 from __future__ import annotations
 
+import gc
 import heapq
 import operator
 import random
@@ -49,23 +50,20 @@ from nodes.storage import MemoryStorage
 from nodes.tracelog import core_fields
 
 UP, PAUSED, DOWN = "up", "paused", "down"
+_NO_FULL_COLLECTION = 1 << 30       # gc threshold of the oldest generation while the loop runs
 _by_time_then_node = operator.itemgetter("ts", "node")
 
 # Bodies cross the simulated wire as msgpack, as they do on the real one: a core
 # cannot share mutable state with a peer, and a body the wire could not carry fails here first.
 _pack = msgpack.Packer(use_bin_type=True).pack
-_unpackb = msgpack.unpackb
-
-
-def _unpack(data: bytes) -> Any:
-    return _unpackb(data, raw=False)
+_unpack = msgpack.unpackb           # raw=False: str as str, as the agent reads them
 
 
 class _Node:
     """What the simulator keeps of a node across incarnations."""
 
     __slots__ = ("name", "state", "storage", "lc", "incarnation", "ctx", "core", "held", "timers",
-                 "synced", "waiting", "persist_due")
+                 "due", "armed", "synced", "waiting", "persist_due")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -77,9 +75,18 @@ class _Node:
         self.core: Core | None = None
         self.held: list[tuple[Callable[..., None], tuple[Any, ...]]] = []   # work that came due while paused
         self.timers: dict[str, int] = {}        # name -> generation of the one pending timer
+        self.due: dict[str, float] = {}         # name -> when that timer fires (same names as timers)
+        # name -> (time, seq) of the one heap entry that comes back for that timer (see set_timer)
+        self.armed: dict[str, tuple[float, int]] = {}
         self.synced = 0                         # storage.writes when handle_persisted last ran
         self.waiting: list[tuple[Callable[..., None], tuple[Any, ...]]] = []  # sends waiting for the disk
         self.persist_due = False                # a _persisted event is on the heap
+
+    def clear_timers(self) -> None:
+        """No timer pending (a crash or a fresh incarnation): entries still on the heap are void."""
+        self.timers.clear()
+        self.due.clear()
+        self.armed.clear()
 
 
 class SimContext:
@@ -94,6 +101,7 @@ class SimContext:
         # str seeds are hashed with sha512 by random.Random: the same in every process.
         self.rng = random.Random(f"{sim.seed}/node/{slot.name}/{slot.incarnation}")
         self.keys = sim._keyring(slot.name)
+        self._events = sim._events
 
     def now(self) -> float:
         return self._sim._now
@@ -106,14 +114,25 @@ class SimContext:
         self._sim._send(slot, dst, type, body)
 
     def set_timer(self, name: str, after: float) -> None:
-        sim = self._sim
+        # A core resets some timers far more often than they fire (Raft's election timer, on
+        # every append). Such a reset pushes nothing while the timer's heap entry is due no later
+        # than the new time: that entry comes back, finds the timer moved and goes back on the heap
+        # as (due, gen), the very entry an eager push would have made; the run is the same.
+        sim, slot = self._sim, self._slot
         sim._seq += 1
         gen = sim._seq
-        self._slot.timers[name] = gen
-        heapq.heappush(sim._heap, (sim._now + max(after, 0.0), gen, sim._fire, (self._slot, name, gen)))
+        due = sim._now + max(after, 0.0)
+        slot.timers[name] = gen
+        slot.due[name] = due
+        armed = slot.armed.get(name)
+        if armed is not None and armed[0] <= due:
+            return
+        slot.armed[name] = (due, gen)
+        heapq.heappush(sim._heap, (due, gen, sim._wake, (slot, name, gen)))
 
     def cancel_timer(self, name: str) -> None:
         self._slot.timers.pop(name, None)
+        self._slot.due.pop(name, None)
 
     def reply(self, client: str, result: dict[str, Any]) -> None:
         slot = self._slot
@@ -123,7 +142,11 @@ class SimContext:
         self._sim._reply(slot, client, result)
 
     def trace(self, ev: str, **fields: Any) -> None:
-        self._sim._trace(self._slot, ev, fields)
+        """The one way an event of this node other than a message's or a timer's is traced:
+        the core's own, and the simulator's ``log``, ``request`` and ``reply`` lines."""
+        slot = self._slot
+        lc = slot.lc = slot.lc + 1
+        self._events.append(core_fields(fields, {"ts": self._sim._ts, "node": self.node, "lc": lc, "ev": ev}))
 
 
 class SimBackend(Backend):
@@ -160,6 +183,7 @@ class SimBackend(Backend):
         self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = 0
         self._now = 0.0
+        self._ts = 0.0                          # _now as traced: rounded to the microsecond
         self._mid = 0
         self._client_seq = 0
         self._clients: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {}  # handle -> (on_result, node)
@@ -207,11 +231,23 @@ class SimBackend(Backend):
 
     def _advance(self, t: float, done: Callable[[], bool] | None) -> bool:
         """Run the events due up to ``t``; with ``done``, stop as soon as it holds (True)."""
+        if done is not None and done():
+            return True
+        # A run keeps every trace event, millions of live objects; the full collections Python
+        # starts as the heap grows would walk them all again and again (a third of a loaded run),
+        # though none is garbage. The young generations are still collected as usual; the old
+        # one after the run, as the threshold is put back.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(thresholds[0], thresholds[1], _NO_FULL_COLLECTION)
+        try:
+            return self._loop(t, done)
+        finally:
+            gc.set_threshold(*thresholds)
+
+    def _loop(self, t: float, done: Callable[[], bool] | None) -> bool:
         heap = self._heap
         pop = heapq.heappop
         last, streak, limit = self._now, 0, self.max_same_instant
-        if done is not None and done():
-            return True
         while heap and heap[0][0] <= t:
             when, _, fn, args = pop(heap)
             if when == last:
@@ -221,12 +257,12 @@ class SimBackend(Backend):
                                        "without time moving (a timer or message loop with zero delay?)")
             else:
                 last, streak = when, 0
-            self._now = when
+                self._now, self._ts = when, round(when, 6)
             fn(*args)
             if done is not None and done():
                 return True
         if t > self._now:
-            self._now = t
+            self._now, self._ts = t, round(t, 6)
         return False
 
     def _push(self, t: float, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
@@ -276,7 +312,7 @@ class SimBackend(Backend):
         held, slot.held = slot.held, []
         slot.state = DOWN
         slot.core = slot.ctx = None
-        slot.timers.clear()
+        slot.clear_timers()
         for fn, args in held:
             # Buffered messages die with the process; say so, so every send has its end.
             if fn == self._deliver:
@@ -311,7 +347,7 @@ class SimBackend(Backend):
             if ev["mid"] in on_way:         # not arrived yet: it never left
                 self._lost.add(ev["mid"])
                 slot.lc += 1
-                self._events.append({"ts": round(self._now, 6), "node": name, "lc": slot.lc,
+                self._events.append({"ts": self._ts, "node": name, "lc": slot.lc,
                                      "ev": "drop", "mid": ev["mid"], "type": ev["type"],
                                      "peer": ev["peer"], "data": {"reason": "sender_crashed"}})
                 self.counters["dropped"] += 1
@@ -374,8 +410,8 @@ class SimBackend(Backend):
         slot.ctx = SimContext(self, slot)
         slot.core = self._core_cls(slot.ctx, self._config)
         slot.state = UP
-        slot.timers.clear()
-        self._trace(slot, "log", {"msg": msg})
+        slot.clear_timers()
+        slot.ctx.trace("log", msg=msg)
         self._run(slot, slot.core.start, ())
 
     def _run(self, slot: _Node, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
@@ -418,12 +454,6 @@ class SimBackend(Backend):
         except (TypeError, ValueError, OverflowError) as e:
             raise ProtocolError(f"sim: {what} cannot go on the wire (msgpack: {e}): {value!r}") from None
 
-    def _trace(self, slot: _Node, ev: str, fields: dict[str, Any]) -> None:
-        slot.lc += 1
-        event: dict[str, Any] = {"ts": round(self._now, 6), "node": slot.name, "lc": slot.lc, "ev": ev}
-        event.update(core_fields(fields))
-        self._events.append(event)
-
     def _send(self, slot: _Node, dst: str, type: str, body: dict[str, Any]) -> None:
         target = self._nodes.get(dst)
         if target is None:
@@ -436,8 +466,7 @@ class SimBackend(Backend):
         self._mid += 1
         mid = self._mid
         lc = slot.lc = slot.lc + 1
-        now = self._now
-        ts = round(now, 6)
+        now, ts = self._now, self._ts
         src = slot.name
         self._events.append({"ts": ts, "node": src, "lc": lc, "ev": "send", "mid": mid, "type": type, "peer": dst})
         self.counters["sent"] += 1
@@ -470,7 +499,7 @@ class SimBackend(Backend):
             self._drop_at(target, (target, src, mid, type, payload, lc), "unknown_type")
             return
         lc = target.lc = (lc if lc > target.lc else target.lc) + 1
-        self._events.append({"ts": round(self._now, 6), "node": target.name, "lc": lc, "ev": "recv",
+        self._events.append({"ts": self._ts, "node": target.name, "lc": lc, "ev": "recv",
                              "mid": mid, "type": type, "peer": src})
         self.counters["delivered"] += 1
         try:
@@ -486,9 +515,26 @@ class SimBackend(Backend):
         """A message that reached ``target`` but was not taken in: traced where it died."""
         _, src, mid, type, _, _ = msg
         target.lc += 1
-        self._events.append({"ts": round(self._now, 6), "node": target.name, "lc": target.lc, "ev": "drop",
+        self._events.append({"ts": self._ts, "node": target.name, "lc": target.lc, "ev": "drop",
                              "mid": mid, "type": type, "peer": src, "data": {"reason": reason}})
         self.counters["dropped"] += 1
+
+    def _wake(self, slot: _Node, name: str, seq: int) -> None:
+        """The heap entry ``seq`` of timer ``name`` came due: fire it, or put it back for when it
+        is due now that it was set again (see :meth:`SimContext.set_timer`)."""
+        armed = slot.armed.get(name)
+        if armed is None or armed[1] != seq:
+            return              # an entry an earlier one replaced, or of an incarnation that crashed
+        gen = slot.timers.get(name)
+        if gen is None:
+            del slot.armed[name]        # cancelled
+        elif gen != seq:
+            due = slot.due[name]
+            slot.armed[name] = (due, gen)
+            heapq.heappush(self._heap, (due, gen, self._wake, (slot, name, gen)))
+        else:
+            del slot.armed[name]
+            self._fire(slot, name, gen)
 
     def _fire(self, slot: _Node, name: str, gen: int) -> None:
         if slot.timers.get(name) != gen:
@@ -497,8 +543,9 @@ class SimBackend(Backend):
             slot.held.append((self._fire, (slot, name, gen)))
             return
         del slot.timers[name]
+        del slot.due[name]
         slot.lc += 1
-        self._events.append({"ts": round(self._now, 6), "node": slot.name, "lc": slot.lc, "ev": "timer",
+        self._events.append({"ts": self._ts, "node": slot.name, "lc": slot.lc, "ev": "timer",
                              "type": name})
         self.counters["timers"] += 1
         self._run(slot, slot.core.handle_timer, (name,))
@@ -511,13 +558,13 @@ class SimBackend(Backend):
             return              # a down node never answers; the runner times the op out
         self._clients[handle] = (on_result, slot.name)
         op = _unpack(op_bytes)
-        self._trace(slot, "request", {"client": handle, "op": _unpack(op_bytes)})
+        slot.ctx.trace("request", client=handle, op=_unpack(op_bytes))
         self.counters["requests"] += 1
         self._run(slot, slot.core.handle_request, (handle, op))
 
     def _reply(self, slot: _Node, client: str, result: dict[str, Any]) -> None:
         payload = self._encode(result, f"{slot.name}'s reply")
-        self._trace(slot, "reply", {"client": client, "result": _unpack(payload)})
+        slot.ctx.trace("reply", client=client, result=_unpack(payload))
         entry = self._clients.pop(client, None)
         if entry is None:
             return              # answered already, or its node crashed since: the client is gone

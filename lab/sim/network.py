@@ -107,9 +107,10 @@ class NetworkModel:
         else ``(None, arrivals)``: one arrival time, or two when it is duplicated.
         A cut is judged at send time: what is already on the wire still arrives.
         """
-        if (src, dst) in self.cuts:
+        key = (src, dst)
+        if self.cuts and key in self.cuts:
             return "partition", ()
-        link = self._links.get((src, dst))
+        link = self._links.get(key)
         if link is None:
             link = self._default if self._default.stateless else self.link(src, dst)
         p = link.params

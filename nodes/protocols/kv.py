@@ -41,11 +41,12 @@ def validate(op: Any) -> str | None:
     """Why ``op`` cannot be applied, or None when it can. Checked before an op enters a log."""
     if not isinstance(op, dict):
         return "op is not a mapping"
-    if not isinstance(op.get("f"), str) or op["f"] not in OPS:   # a list as `f` is unhashable
-        return f"unsupported op {op.get('f')!r}"
-    if isinstance(op.get("key"), bool) or not isinstance(op.get("key"), (str, int)):
+    f, key = op.get("f"), op.get("key")
+    if not isinstance(f, str) or f not in OPS:   # a list as `f` is unhashable
+        return f"unsupported op {f!r}"
+    if isinstance(key, bool) or not isinstance(key, (str, int)):
         return "key must be a string or an integer"
-    if op["f"] == "cas":
+    if f == "cas":
         v = op.get("value")
         if not isinstance(v, (list, tuple)) or len(v) != 2:
             return "cas value must be [expected, new]"

@@ -130,38 +130,35 @@ class Progress:
         self.paused = False         # probing and a probe is out: wait for its answer or a heartbeat
 
 
-def _is_int(v: Any) -> bool:
-    return type(v) is int
+def well_formed(kind: str, body: Any) -> bool:
+    """Whether a message body of type ``kind`` has the fields and types its handler relies on.
 
-
-def well_formed(type: str, body: Any) -> bool:
-    """Whether a message body has the fields and types its handler relies on.
-
-    Written out per type rather than as a schema walk: it runs for every message.
+    Written out per type rather than as a schema walk, with ``type(v) is int`` inline (a bool
+    is not an int here): it runs for every message.
     """
     if not isinstance(body, dict):
         return False
     g = body.get
-    if not _is_int(g("term")):
+    if type(g("term")) is not int:
         return False
-    if type == MSG_APP:
+    if kind == MSG_APP:
         entries = g("entries")
-        if not (_is_int(g("prev_index")) and _is_int(g("prev_term")) and _is_int(g("commit"))
+        if not (type(g("prev_index")) is int and type(g("prev_term")) is int and type(g("commit")) is int
                 and isinstance(entries, (list, tuple)) and body["prev_index"] >= 0):
             return False
         for e in entries:
-            if not (isinstance(e, (list, tuple)) and len(e) == 2 and _is_int(e[0])
+            if not (isinstance(e, (list, tuple)) and len(e) == 2 and type(e[0]) is int
                     and (e[1] is None or isinstance(e[1], str))):
                 return False
         return True
-    if type == MSG_APP_RESP:
+    if kind == MSG_APP_RESP:
         ct = g("conflict_term")
-        return (isinstance(g("success"), bool) and _is_int(g("index"))
-                and _is_int(g("prev_index")) and (ct is None or _is_int(ct)))
-    if type == MSG_VOTE:
-        return _is_int(g("last_index")) and _is_int(g("last_term")) and isinstance(g("pre"), bool)
-    if type == MSG_VOTE_RESP:
-        return isinstance(g("granted"), bool) and isinstance(g("pre"), bool)
+        return (type(g("success")) is bool and type(g("index")) is int
+                and type(g("prev_index")) is int and (ct is None or type(ct) is int))
+    if kind == MSG_VOTE:
+        return type(g("last_index")) is int and type(g("last_term")) is int and type(g("pre")) is bool
+    if kind == MSG_VOTE_RESP:
+        return type(g("granted")) is bool and type(g("pre")) is bool
     return False
 
 
