@@ -73,21 +73,16 @@ class AgentContext:
         self.storage = agent.storage
         self.rng = agent.core_rng
         self.keys = agent.keys
+        # The agent's own methods, not wrappers: a core calls these for every message and op.
+        self.send = agent.send
+        self.set_timer = agent.set_timer
+        self.reply = agent.reply
 
     def now(self) -> float:
         return time.monotonic() - self._agent.mono0
 
-    def send(self, dst: str, type: str, body: dict[str, Any]) -> None:
-        self._agent.send(dst, type, body)
-
-    def set_timer(self, name: str, after: float) -> None:
-        self._agent.set_timer(name, after)
-
     def cancel_timer(self, name: str) -> None:
         self._agent.core_timers.pop(name, None)
-
-    def reply(self, client: str, result: dict[str, Any]) -> None:
-        self._agent.reply(client, result)
 
     def trace(self, ev: str, **fields: Any) -> None:
         a = self._agent
@@ -242,8 +237,7 @@ class Agent:
             self.counters["reply_unknown_client"] += 1
             return
         self.counters["replies"] += 1
-        if self.tracer.messages:
-            self.tracer.event("reply", time.time() - self.t0, self.lc, data={"client": client, "result": result})
+        self.tracer.client_event("reply", time.time() - self.t0, self.lc, client, "result", result)
         self.replies.append((dest[0], {"id": dest[1], "result": result}))
 
     def set_timer(self, name: str, after: float) -> None:
@@ -454,8 +448,7 @@ class Agent:
                 self.pending.pop(next(iter(self.pending)))
             self.pending[token] = (ident, msg.get("id"))
             self.counters["requests"] += 1
-            if self.tracer.messages:
-                self.tracer.event("request", time.time() - self.t0, self.lc, data={"client": token, "op": req})
+            self.tracer.client_event("request", time.time() - self.t0, self.lc, token, "op", req)
             self._guard("request", self.core.handle_request, token, req)
             return None
         if op == "hello":

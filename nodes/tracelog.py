@@ -85,7 +85,12 @@ class TraceWriter:
         self._plans: dict[tuple[Any, ...], tuple[tuple[str, ...], str, Any] | None] = {}
         self._buf: list[str] = []
         self._f = open(path, "a", encoding="utf-8") if self.enabled else None  # noqa: SIM115
-        self.events = 0
+        self._written = 0                    # lines flushed; the buffer holds the rest
+
+    @property
+    def events(self) -> int:
+        """Lines traced so far (written or buffered)."""
+        return self._written + len(self._buf)
 
     def _js(self, v: Any) -> str:
         s = self._names.get(v)
@@ -105,74 +110,76 @@ class TraceWriter:
         self._buf.append(
             f'{head}"ev":"{ev}","lc":{lc},"mid":{_encode(mid)},"node":{self._node_js},'
             f'"peer":{js(peer)},"ts":{ts:.6f},"type":{js(type)}}}\n')
-        self.events += 1
 
     def event(self, ev: str, ts: float, lc: int, **fields: Any) -> None:
         """Any other event: ``timer``, ``state``, ``commit``, ``request``, ``reply``, ``log``..."""
         if not self.enabled or (not self.messages and ev in _PER_MESSAGE):
             return
         data = fields.get("data") if len(fields) == 1 else None
-        if type(data) is dict and len(data) == 2:
-            line = self._client_line(ev, ts, lc, data)
-            if line is not None:
-                self._buf.append(line)
-                self.events += 1
+        if type(data) is dict and len(data) == 2 and "client" in data:
+            first, second = data          # two keys, "client" among them
+            key = second if first == "client" else first
+            if self._client_line(ev, ts, lc, data["client"], key, data[key]):
                 return
+        self._generic(ev, ts, lc, fields)
+
+    def _generic(self, ev: str, ts: float, lc: int, fields: dict[str, Any]) -> None:
         rec = {"ts": round(ts, 6), "node": self.node, "lc": lc, "ev": ev, **fields}
         self._buf.append(_encode(rec) + "\n")
-        self.events += 1
+
+    def client_event(self, ev: str, ts: float, lc: int, client: str, key: str, inner: Any) -> None:
+        """The agent's ``request`` (``key`` "op") or ``reply`` (``key`` "result") line: what
+        :meth:`event` writes for ``data={"client": client, key: inner}``, without the map."""
+        if not self.messages:
+            return
+        if not self._client_line(ev, ts, lc, client, key, inner):
+            self._generic(ev, ts, lc, {"data": {"client": client, key: inner}})
 
     def core_event(self, ev: str, ts: float, lc: int, fields: dict[str, Any]) -> None:
         """A core's ``ctx.trace(ev, **fields)``. A core traces ``commit`` and ``apply`` for every
         log entry on every node, so the common shape (only ``data``, a flat map of ints, strings
         and nulls) is filled into a template made once per event and key set; the line is what
         :meth:`event` would write but for ``ts``, given to the microsecond as in :meth:`message`."""
-        if not self.enabled or (not self.messages and ev in _PER_MESSAGE):
-            return
-        data = fields.get("data") if len(fields) == 1 else None
-        if type(data) is dict:
+        data = fields.get("data")
+        if type(data) is dict and len(fields) == 1:
             keys = tuple(data)
-            plan = self._plans.get((ev, keys), False)
-            if plan is False:
+            # Plans are made only for events the level keeps: a cached one needs no level check.
+            plan = self._plans.get((ev, keys))
+            if plan is None and (ev, keys) not in self._plans:
+                if not self.enabled or (not self.messages and ev in _PER_MESSAGE):
+                    return
                 plan = self._plan(ev, keys)
             if plan is not None:
                 order, template, fill = plan
                 try:
-                    line = fill(data, order, template, lc, ts)
+                    self._buf.append(fill(data, order, template, lc, ts))
+                    return
                 except KeyError:        # a value that is not an int, a string or null
                     pass
-                else:
-                    self._buf.append(line)
-                    self.events += 1
-                    return
-        self.event(ev, ts, lc, **core_fields(fields))
+        if not self.enabled or (not self.messages and ev in _PER_MESSAGE):
+            return
+        self._generic(ev, ts, lc, core_fields(fields))
 
-    def _client_line(self, ev: str, ts: float, lc: int, data: dict[str, Any]) -> str | None:
-        """A ``request`` or ``reply`` line (data ``{client, op}`` or ``{client, result}``, the op or
-        result a flat map) from a template as in :meth:`core_event`; None for any other shape.
-        The agent writes one of each per client op: through the JSON encoder, the two cost
-        about a quarter of a loaded leader's time."""
-        client = data.get("client")
-        if type(client) is not str:
-            return None
-        first, key = data          # two keys, "client" among them
-        if key == "client":
-            key = first
-        inner = data[key]
-        if type(inner) is not dict or type(key) is not str or key < "client":
-            return None
+    def _client_line(self, ev: str, ts: float, lc: int, client: Any, key: Any, inner: Any) -> bool:
+        """Buffer a ``request`` or ``reply`` line (data ``{client, op}`` or ``{client, result}``,
+        the op or result a flat map) from a template as in :meth:`core_event`; False (nothing
+        written) for any other shape. The agent writes one of each per client op: through the
+        JSON encoder, the two cost about a quarter of a loaded leader's time."""
+        if type(client) is not str or type(inner) is not dict or type(key) is not str or key < "client":
+            return False
         keys = tuple(inner)
         plan = self._plans.get((ev, key, keys), False)
         if plan is False:
             plan = self._plan(ev, keys, key)
         if plan is None:
-            return None
+            return False
         order, template, fill = plan
         try:
             rest = fill(inner, order, template, lc, ts)
         except KeyError:        # a value that is not an int, a string or null
-            return None
-        return f'{{"data": {{"client": {_js_str(client)}, {_js_str(key)}: {rest}'
+            return False
+        self._buf.append(f'{{"data": {{"client": {_js_str(client)}, {_js_str(key)}: {rest}')
+        return True
 
     def _plan(self, ev: str, keys: tuple[Any, ...], outer: str | None = None
               ) -> tuple[tuple[str, ...], str, Any] | None:
@@ -193,6 +200,7 @@ class TraceWriter:
         if self._buf and self._f is not None:
             self._f.write("".join(self._buf))
             self._f.flush()
+            self._written += len(self._buf)
             self._buf.clear()
 
     def close(self) -> None:
