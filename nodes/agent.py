@@ -86,7 +86,7 @@ class AgentContext:
 
     def trace(self, ev: str, **fields: Any) -> None:
         a = self._agent
-        a.tracer.core_event(ev, time.time() - a.t0, a.lc, fields)
+        a.tracer.core_event(ev, a.ts, a.lc, fields)
 
 
 def load_keys(spec: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
@@ -147,6 +147,9 @@ class Agent:
         self._tok_prefix = f"{self.node}.{self.boot}.c"
         self.running = True
         self._shutdown_requested = False
+        # When the handler now running began (s from t0): every trace line it makes carries it,
+        # so a handler's lines share one clock reading and one formatting of it.
+        self.ts = 0.0
         self.zctx = zmq.Context.instance()
         self._open_sockets()
         self.ctx = AgentContext(self)
@@ -206,7 +209,7 @@ class Agent:
         self.lc += 1
         self._mseq += 1
         mid = f"{self.node}.{self.boot}.{self._mseq}"
-        ts = time.time() - self.t0
+        ts = self.ts
         try:
             frame = wire.encode(wire.Envelope(self.lab, self.node, dst, mid, type, body, self.lc))
         except wire.WireError as e:
@@ -237,7 +240,7 @@ class Agent:
             self.counters["reply_unknown_client"] += 1
             return
         self.counters["replies"] += 1
-        self.tracer.client_event("reply", time.time() - self.t0, self.lc, client, "result", result)
+        self.tracer.client_event("reply", self.ts, self.lc, client, "result", result)
         self.replies.append((dest[0], {"id": dest[1], "result": result}))
 
     def set_timer(self, name: str, after: float) -> None:
@@ -266,6 +269,7 @@ class Agent:
         log.info("%s %s (%s) pid %d, boot %s, %d WAL records, %d torn bytes cut",
                  "recovered" if recovered else "started", self.node, self.core_cls.name,
                  os.getpid(), self.boot, self.storage.recovered_records, self.storage.torn_bytes)
+        self.ts = time.time() - self.t0
         self.core.start()
         self._commit()
         # What start-up and recovery built lives as long as the agent: no collection need scan it.
@@ -323,8 +327,9 @@ class Agent:
                     continue          # cancelled or replaced
                 del self.core_timers[arg]
                 self.counters["timers"] += 1
+                self.ts = time.time() - self.t0
                 if self.tracer.messages:
-                    self.tracer.event("timer", time.time() - self.t0, self.lc, type=arg)
+                    self.tracer.event("timer", self.ts, self.lc, type=arg)
                 self._guard("timer", self.core.handle_timer, arg)
             elif kind == _T_SEND:
                 self.out.append(arg)
@@ -351,7 +356,7 @@ class Agent:
             frames = _recv_pair(router)
             if frames is None:
                 return
-            ts = time.time() - self.t0
+            ts = self.ts = time.time() - self.t0
             if not frames:
                 self._drop(ts, None, "?", "?", "malformed")
                 continue
@@ -418,6 +423,7 @@ class Agent:
                 self.counters["control_errors"] += 1
                 continue
             ident, data = frames
+            self.ts = time.time() - self.t0      # the requests of one frame arrived together
             try:
                 msgs = control.unpack_requests(data)     # one request, or the client's batch of them
             except ValueError as e:
@@ -448,7 +454,7 @@ class Agent:
                 self.pending.pop(next(iter(self.pending)))
             self.pending[token] = (ident, msg.get("id"))
             self.counters["requests"] += 1
-            self.tracer.client_event("request", time.time() - self.t0, self.lc, token, "op", req)
+            self.tracer.client_event("request", self.ts, self.lc, token, "op", req)
             self._guard("request", self.core.handle_request, token, req)
             return None
         if op == "hello":
@@ -504,6 +510,7 @@ class Agent:
         for _ in range(4):      # what handle_persisted writes (normally nothing) is flushed too
             if not self.storage.flush() or not early:
                 break
+            self.ts = time.time() - self.t0
             self._guard("persisted", self.core.handle_persisted)
         # The handlers' trace lines reach the file (a write, no fsync: a killed process's
         # writes survive in the page cache) before their messages and replies leave, so a
@@ -615,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         return agent.run()
     # cProfile of the whole event loop, written when the agent stops (docs/agent.md)
     import cProfile
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.thread_time) if os.environ.get("ZLAB_PROFILE_CPU") else cProfile.Profile()
     try:
         return profiler.runcall(agent.run)
     finally:

@@ -56,7 +56,7 @@ _fillers: dict[int, Any] = {}
 
 def _filler(n: int) -> Any:
     """``fill(data, keys, template, lc, ts)``: the template filled with the JSON of ``data[key]``
-    for each of the ``n`` keys, then ``lc`` and ``ts``; KeyError for a value of another type.
+    for each of the ``n`` keys, then ``lc`` and ``ts`` (its text, from :meth:`TraceWriter.ts_text`); KeyError for a value of another type.
     Written out per ``n`` (the code holds no key or value, only indexes into ``keys``): one
     expression, where a loop over the keys costs about a third more on every commit and apply."""
     fill = _fillers.get(n)
@@ -86,11 +86,21 @@ class TraceWriter:
         self._buf: list[str] = []
         self._f = open(path, "a", encoding="utf-8") if self.enabled else None  # noqa: SIM115
         self._written = 0                    # lines flushed; the buffer holds the rest
+        # The last ts formatted, and its text: the agent stamps every line of a handler with
+        # the time the handler began, so one formatting serves them all.
+        self._ts: float | None = None
+        self._ts_text = ""
 
     @property
     def events(self) -> int:
         """Lines traced so far (written or buffered)."""
         return self._written + len(self._buf)
+
+    def ts_text(self, ts: float) -> str:
+        """``ts`` to the microsecond, as every line gives it (formatted once for a run of equal ts)."""
+        if ts != self._ts:
+            self._ts, self._ts_text = ts, "%.6f" % ts
+        return self._ts_text
 
     def _js(self, v: Any) -> str:
         s = self._names.get(v)
@@ -109,7 +119,8 @@ class TraceWriter:
         head = f'{{"data":{_encode(data)},' if data is not None else "{"
         self._buf.append(
             f'{head}"ev":"{ev}","lc":{lc},"mid":{_encode(mid)},"node":{self._node_js},'
-            f'"peer":{js(peer)},"ts":{ts:.6f},"type":{js(type)}}}\n')
+            f'"peer":{js(peer)},"ts":{self._ts_text if ts == self._ts else self.ts_text(ts)},'
+            f'"type":{js(type)}}}\n')
 
     def event(self, ev: str, ts: float, lc: int, **fields: Any) -> None:
         """Any other event: ``timer``, ``state``, ``commit``, ``request``, ``reply``, ``log``..."""
@@ -152,7 +163,8 @@ class TraceWriter:
             if plan is not None:
                 order, template, fill = plan
                 try:
-                    self._buf.append(fill(data, order, template, lc, ts))
+                    self._buf.append(fill(data, order, template, lc,
+                                          self._ts_text if ts == self._ts else self.ts_text(ts)))
                     return
                 except KeyError:        # a value that is not an int, a string or null
                     pass
@@ -175,7 +187,7 @@ class TraceWriter:
             return False
         order, template, fill = plan
         try:
-            rest = fill(inner, order, template, lc, ts)
+            rest = fill(inner, order, template, lc, self._ts_text if ts == self._ts else self.ts_text(ts))
         except KeyError:        # a value that is not an int, a string or null
             return False
         self._buf.append(f'{{"data": {{"client": {_js_str(client)}, {_js_str(key)}: {rest}')
@@ -191,7 +203,7 @@ class TraceWriter:
             items = ", ".join(_js_str(k).replace("%", "%%") + ": %s" for k in order)
             head = f'{{"data": {{{items}}}, ' if outer is None else f"{{{items}}}}}, "
             head += f'"ev": {_js_str(ev).replace("%", "%%")}, '
-            plan = order, head + f'"lc": %d, "node": {self._node_js.replace("%", "%%")}, "ts": %.6f}}\n', _filler(len(order))
+            plan = order, head + f'"lc": %d, "node": {self._node_js.replace("%", "%%")}, "ts": %s}}\n', _filler(len(order))
         if len(self._plans) < 256:
             self._plans[(ev, keys) if outer is None else (ev, outer, keys)] = plan
         return plan
