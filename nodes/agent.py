@@ -344,11 +344,16 @@ class Agent:
         try:
             fn(*args)
         except Exception as e:  # noqa: BLE001 -- network input must never stop the agent
-            self.counters["handler_errors"] += 1
-            if self.counters["handler_errors"] <= 20:
-                log.exception("core raised handling %s %r", what, args[:2])
-            self.tracer.event("log", time.time() - self.t0, self.lc,
-                              data={"msg": f"core error in {what}: {type(e).__name__}: {e}"[:300]})
+            self._core_failed(what, args, e)
+
+    def _core_failed(self, what: str, args: tuple[Any, ...], e: Exception) -> None:
+        """Count, log (with the traceback: call it from the ``except``) and trace a core's
+        exception; the agent goes on."""
+        self.counters["handler_errors"] += 1
+        if self.counters["handler_errors"] <= 20:
+            log.exception("core raised handling %s %r", what, args[:2])
+        self.tracer.event("log", time.time() - self.t0, self.lc,
+                          data={"msg": f"core error in {what}: {type(e).__name__}: {e}"[:300]})
 
     def _drain_peers(self) -> None:
         router = self.router
@@ -455,7 +460,10 @@ class Agent:
             self.pending[token] = (ident, msg.get("id"))
             self.counters["requests"] += 1
             self.tracer.client_event("request", self.ts, self.lc, token, "op", req)
-            self._guard("request", self.core.handle_request, token, req)
+            try:        # _guard written out: this runs for every client op
+                self.core.handle_request(token, req)
+            except Exception as e:  # noqa: BLE001 -- a client op must never stop the agent
+                self._core_failed("request", (token, req), e)
             return None
         if op == "hello":
             return {"node": self.node, "protocol": self.core_cls.name, "pid": os.getpid(),
