@@ -28,11 +28,16 @@ from bench.ratesearch import SPAN, WARMUP, best_window
 from bench.trials import alternate, ratio, summarize
 from lab.clientrule import Tally, client_rule_of
 
-SCENARIO = """
+# Entries in one AppendEntries (Raft's max_append_entries; Multi-Paxos's max_batch in its bench).
+# The default, 64, keeps messages small; at saturation, with at most 2 appends in flight per
+# follower, it caps the window at 128 entries a follower round trip. PySyncObj's own batches
+# hold up to 64 KB (appendEntriesBatchSizeBytes), a few hundred of these commands: 256 is alike.
+BATCH = 256
+SCENARIO = f"""
 name: bench-raft
 protocol: raft
 nodes: 3
-config: {election_timeout: [300ms, 600ms], heartbeat: 50ms}
+config: {{election_timeout: [300ms, 600ms], heartbeat: 50ms, max_append_entries: {BATCH}}}
 """
 SEQUENTIAL = 300
 

@@ -630,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         return agent.run()
     # cProfile of the whole event loop, written when the agent stops (docs/agent.md)
     import cProfile
-    profiler = cProfile.Profile(time.thread_time) if os.environ.get("ZLAB_PROFILE_CPU") else cProfile.Profile()
+    profiler = cProfile.Profile()
     try:
         return profiler.runcall(agent.run)
     finally:
