@@ -275,3 +275,21 @@ def test_a_request_line_is_exact() -> None:
             '"seq": 3, "value": 7}}, "ev": "request", "lc": 9, "node": "n1", "ts": 1.500000}\n',
             '{"data": {"client": "n1.ab.c1", "result": {"type": "ok"}}, "ev": "reply", "lc": 10, '
             '"node": "n1", "ts": 2.250000}\n']
+
+
+def test_typed_template_gives_way_when_a_value_changes_type() -> None:
+    """The template typed from an event's first values (an int as %d, a null written in) must
+    not be used for values of other types under the same keys."""
+    values = [7, None, "x%d", -(10**30), None, 'q"', 0, True, 1.5]
+    with tempfile.TemporaryDirectory() as tmp:
+        w = _writer(tmp, "n%")
+        for i, v in enumerate(values):
+            w.core_event("apply", i / 3, i, {"data": {"index": i, "key": v, "f": "write"}})
+            w.client_event("reply", i / 3, i, "c", "result", {"type": "ok", "value": v})
+        lines = _lines(w)
+    got = [_parse(x) for x in lines]
+    assert [g["data"]["key"] for g in got[::2]] == values
+    assert [g["data"]["result"]["value"] for g in got[1::2]] == values
+    assert [type(g["data"]["key"]) for g in got[::2]] == [type(v) for v in values]
+    assert got[0] == {"ts": 0.0, "node": "n%", "lc": 0, "ev": "apply",
+                      "data": {"index": 0, "key": 7, "f": "write"}}
