@@ -60,6 +60,7 @@ PARENT_CHECK = 1.0         # s between checks that the orchestrator still lives 
 GC_YOUNG = 50_000
 
 _T_CORE, _T_SEND, _T_WATCH = 0, 1, 2
+_NO_DATA: Any = object()       # ctx.trace called without data=
 _LINK_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 
 
@@ -84,9 +85,14 @@ class AgentContext:
     def cancel_timer(self, name: str) -> None:
         self._agent.core_timers.pop(name, None)
 
-    def trace(self, ev: str, **fields: Any) -> None:
+    def trace(self, ev: str, data: Any = _NO_DATA, **fields: Any) -> None:
         a = self._agent
-        a.tracer.core_event(ev, a.ts, a.lc, fields)
+        if fields or data is _NO_DATA:
+            if data is not _NO_DATA:
+                fields["data"] = data
+            a.tracer.core_event(ev, a.ts, a.lc, fields)
+        else:               # the common ctx.trace(ev, data={...}): commit and apply of every entry
+            a.tracer.core_data(ev, a.ts, a.lc, data)
 
 
 def load_keys(spec: dict[str, Any]) -> tuple[bytes, bytes, bytes]:

@@ -109,6 +109,7 @@ class TraceWriter:
         # (event, a core's flat data keys in its order) -> (the keys sorted, the line's template),
         # or None when such data cannot take the fast path.
         self._plans: dict[tuple[Any, ...], tuple[tuple[str, ...], str, Any] | None] = {}
+        self._by_ev: dict[Any, tuple[Any, ...]] = {}   # event -> the plan of the keys it had last
         self._buf: list[str] = []
         self._f = open(path, "a", encoding="utf-8") if self.enabled else None  # noqa: SIM115
         self._written = 0                    # lines flushed; the buffer holds the rest
@@ -172,6 +173,19 @@ class TraceWriter:
         if not self._client_line(ev, ts, lc, client, key, inner):
             self._generic(ev, ts, lc, {"data": {"client": client, key: inner}})
 
+    def core_data(self, ev: str, ts: float, lc: int, data: dict[str, Any]) -> None:
+        """A core's ``ctx.trace(ev, data=data)``, as :meth:`core_event` writes it. A core traces
+        an event with the same keys line after line (``commit``: index, term, hash): the plan of
+        the event's last keys serves when ``data`` has as many keys, all of them the plan's (so
+        the same set), with no tuple of the keys made and looked up per line."""
+        plan = self._by_ev.get(ev)
+        if plan is not None and type(data) is dict and len(data) == len(plan[0]):
+            line = self._fill(plan, data, lc, ts)
+            if line is not None:
+                self._buf.append(line)
+                return
+        self.core_event(ev, ts, lc, {"data": data})
+
     def core_event(self, ev: str, ts: float, lc: int, fields: dict[str, Any]) -> None:
         """A core's ``ctx.trace(ev, **fields)``. A core traces ``commit`` and ``apply`` for every
         log entry on every node, so the common shape (only ``data``, a flat map of ints, strings
@@ -189,6 +203,8 @@ class TraceWriter:
             if plan is not None:
                 line = self._fill(plan, data, lc, ts)
                 if line is not None:
+                    if len(self._by_ev) < 256:
+                        self._by_ev[ev] = plan
                     self._buf.append(line)
                     return
         if not self.enabled or (not self.messages and ev in _PER_MESSAGE):
@@ -214,15 +230,16 @@ class TraceWriter:
 
     def _fill(self, plan: tuple[Any, ...], data: dict[str, Any], lc: int, ts: float) -> str | None:
         """The line (or a client line's tail) of ``plan`` for ``data``; None when a value is not
-        an int, a string or null. The template typed for the values the plan was made with
-        first, the one for any such values if they have changed type."""
+        an int, a string or null, or one of the plan's keys is missing. The template typed for
+        the values the plan was made with first, the one for any such values if they have
+        changed type."""
         order, template, fill, typed_template, typed_fill = plan
         ts_text = self._ts_text if ts == self._ts else self.ts_text(ts)
-        if typed_fill is not None:
-            line = typed_fill(data, order, typed_template, lc, ts_text)
-            if line is not None:
-                return line
         try:
+            if typed_fill is not None:
+                line = typed_fill(data, order, typed_template, lc, ts_text)
+                if line is not None:
+                    return line
             return fill(data, order, template, lc, ts_text)
         except KeyError:
             return None

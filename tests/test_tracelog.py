@@ -293,3 +293,31 @@ def test_typed_template_gives_way_when_a_value_changes_type() -> None:
     assert [type(g["data"]["key"]) for g in got[::2]] == [type(v) for v in values]
     assert got[0] == {"ts": 0.0, "node": "n%", "lc": 0, "ev": "apply",
                       "data": {"index": 0, "key": 7, "f": "write"}}
+
+
+@FAST
+@given(node=nodes, batch=st.lists(events, min_size=1, max_size=16))
+def test_core_data_lines_equal_the_generic_path(node: str, batch: list[Any]) -> None:
+    """core_data reuses the plan of an event's last keys: never for another key set, even one
+    of the same size (the small key pool makes such neighbours common here)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fast = _writer(tmp, node)
+        for ev, ts, lc, data in batch:
+            fast.core_data(ev, ts, lc, dict(data))
+        got = _lines(fast)
+    assert len(got) == len(batch)
+    for line, (ev, ts, lc, data) in zip(got, batch, strict=True):
+        assert _parse(line) == _expected(node, ev, ts, lc, data)
+
+
+def test_core_data_same_size_other_keys() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        w = _writer(tmp, "n1")
+        w.core_data("commit", 1.0, 1, {"index": 1, "term": 2, "hash": "a"})
+        w.core_data("commit", 2.0, 2, {"index": 2, "term": 2, "other": "b"})
+        w.core_data("commit", 3.0, 3, {"index": 3, "term": 2})
+        w.core_data("commit", 4.0, 4, {"index": 4, "term": 2, "hash": "c"})
+        recs = [_parse(x) for x in _lines(w)]
+    assert [r["data"] for r in recs] == [{"index": 1, "term": 2, "hash": "a"},
+                                         {"index": 2, "term": 2, "other": "b"},
+                                         {"index": 3, "term": 2}, {"index": 4, "term": 2, "hash": "c"}]
