@@ -109,7 +109,8 @@ class TraceWriter:
         # (event, a core's flat data keys in its order) -> (the keys sorted, the line's template),
         # or None when such data cannot take the fast path.
         self._plans: dict[tuple[Any, ...], tuple[tuple[str, ...], str, Any] | None] = {}
-        self._by_ev: dict[Any, tuple[Any, ...]] = {}   # event -> the plan of the keys it had last
+        # event (or (event, "op"/"result") for client lines) -> the plan of the keys it had last
+        self._by_ev: dict[Any, tuple[Any, ...]] = {}
         self._buf: list[str] = []
         self._f = open(path, "a", encoding="utf-8") if self.enabled else None  # noqa: SIM115
         self._written = 0                    # lines flushed; the buffer holds the rest
@@ -218,13 +219,21 @@ class TraceWriter:
         JSON encoder, the two cost about a quarter of a loaded leader's time."""
         if type(client) is not str or type(inner) is not dict or type(key) is not str or key < "client":
             return False
-        keys = tuple(inner)
-        plan = self._plans.get((ev, key, keys), False)
-        if plan is False:
-            plan = self._plan(ev, keys, inner, key)
-        rest = None if plan is None else self._fill(plan, inner, lc, ts)
+        # As in core_data: the plan of the last op or result of this event, if ``inner`` has its keys.
+        plan = self._by_ev.get((ev, key))
+        rest = None
+        if plan is not None and len(inner) == len(plan[0]):
+            rest = self._fill(plan, inner, lc, ts)
         if rest is None:
-            return False
+            keys = tuple(inner)
+            plan = self._plans.get((ev, key, keys), False)
+            if plan is False:
+                plan = self._plan(ev, keys, inner, key)
+            rest = None if plan is None else self._fill(plan, inner, lc, ts)
+            if rest is None:
+                return False
+            if len(self._by_ev) < 256:
+                self._by_ev[(ev, key)] = plan
         self._buf.append(f'{{"data": {{"client": {_js_str(client)}, {_js_str(key)}: {rest}')
         return True
 

@@ -321,3 +321,22 @@ def test_core_data_same_size_other_keys() -> None:
     assert [r["data"] for r in recs] == [{"index": 1, "term": 2, "hash": "a"},
                                          {"index": 2, "term": 2, "other": "b"},
                                          {"index": 3, "term": 2}, {"index": 4, "term": 2, "hash": "c"}]
+
+
+@FAST
+@given(node=nodes, batch=st.lists(st.tuples(st.sampled_from(["request", "reply"]), tss, lcs, texts,
+                                            st.one_of(flat_data, flat_data, non_flat_data)),
+                                  min_size=1, max_size=16))
+def test_client_lines_equal_the_generic_path(node: str, batch: list[Any]) -> None:
+    """A request or reply line reuses the plan of the event's last op or result only for the
+    same keys: ops of other key sets (a read has no value) and other types follow in any order."""
+    with tempfile.TemporaryDirectory() as tmp:
+        w = _writer(tmp, node)
+        for ev, ts, lc, client, inner in batch:
+            w.client_event(ev, ts, lc, client, "op" if ev == "request" else "result", dict(inner))
+        got = _lines(w)
+    assert len(got) == len(batch)
+    for line, (ev, ts, lc, client, inner) in zip(got, batch, strict=True):
+        key = "op" if ev == "request" else "result"
+        want = _expected(node, ev, ts, lc, {"client": client, key: inner})
+        assert _parse(line) == want
