@@ -21,11 +21,11 @@ from bench.trials import alternate, ratio, summarize
 
 N = 5
 RATES = (50, 400)            # ops/s offered in the message-count runs: light load and batching load
-MULTIPAXOS = """
+MULTIPAXOS = f"""
 name: bench-multipaxos
 protocol: multipaxos
 nodes: 3
-config: {election_timeout: [300ms, 600ms], heartbeat: 50ms}
+config: {{election_timeout: [300ms, 600ms], heartbeat: 50ms, max_batch: {raft_bench.BATCH}}}
 """
 COST = """
 name: bench-{protocol}-cost

@@ -57,6 +57,8 @@ class AgentClient:
         self.socket = s
         self._ids = itertools.count(1)
         self._callbacks: dict[int, Callback | None] = {}
+        # Submits' on_result, apart: called with the result itself, no wrapper made per op.
+        self._on_result: dict[int, Callback] = {}
         self.unanswered = 0          # requests that could not even be queued (HWM reached)
         self.batch: list[dict[str, Any]] = []      # submits not sent yet
 
@@ -89,21 +91,22 @@ class AgentClient:
             except zmq.ZMQError:
                 self.unanswered += len(chunk)
                 for req in chunk:           # no answer will come
-                    self._callbacks.pop(req["id"], None)
+                    self.forget(req["id"])
 
     def submit(self, req: dict[str, Any], on_result: Callable[[dict[str, Any]], None]) -> int | None:
         """A client op; ``on_result`` gets the core's result dict (or ``{"type": "fail", "error": ...}``)."""
-        def done(answer: dict[str, Any]) -> None:
-            on_result(answer.get("result") or {"type": "fail", "error": answer.get("error", "no result")})
         rid = next(self._ids)
         self.batch.append({"op": "submit", "id": rid, "req": req})
-        self._expect(rid, done)
+        if len(self._on_result) >= MAX_CALLBACKS:
+            self._on_result.pop(next(iter(self._on_result)))
+        self._on_result[rid] = on_result
         return rid
 
     def forget(self, rid: int | None) -> None:
         """Drop the callback of a request the caller gave up on."""
         if rid is not None:
             self._callbacks.pop(rid, None)
+            self._on_result.pop(rid, None)
 
     def process(self, limit: int = 10_000) -> int:
         """Dispatch the answers that have arrived; returns how many."""
@@ -119,7 +122,12 @@ class AgentClient:
                 continue
             for answer in answers:
                 n += 1
-                cb = self._callbacks.pop(answer.get("id"), None)
+                rid = answer.get("id")
+                on_result = self._on_result.pop(rid, None)
+                if on_result is not None:
+                    on_result(answer.get("result") or {"type": "fail", "error": answer.get("error", "no result")})
+                    continue
+                cb = self._callbacks.pop(rid, None)
                 if cb is not None:
                     cb(answer)
         return n
@@ -165,3 +173,4 @@ class AgentClient:
         self.batch.clear()
         self.socket.close(0)
         self._callbacks.clear()
+        self._on_result.clear()

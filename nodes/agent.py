@@ -60,6 +60,7 @@ PARENT_CHECK = 1.0         # s between checks that the orchestrator still lives 
 GC_YOUNG = 50_000
 
 _T_CORE, _T_SEND, _T_WATCH = 0, 1, 2
+_NO_DATA: Any = object()       # ctx.trace called without data=
 _LINK_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 
 
@@ -73,25 +74,25 @@ class AgentContext:
         self.storage = agent.storage
         self.rng = agent.core_rng
         self.keys = agent.keys
+        # The agent's own methods, not wrappers: a core calls these for every message and op.
+        self.send = agent.send
+        self.set_timer = agent.set_timer
+        self.reply = agent.reply
 
     def now(self) -> float:
         return time.monotonic() - self._agent.mono0
 
-    def send(self, dst: str, type: str, body: dict[str, Any]) -> None:
-        self._agent.send(dst, type, body)
-
-    def set_timer(self, name: str, after: float) -> None:
-        self._agent.set_timer(name, after)
-
     def cancel_timer(self, name: str) -> None:
         self._agent.core_timers.pop(name, None)
 
-    def reply(self, client: str, result: dict[str, Any]) -> None:
-        self._agent.reply(client, result)
-
-    def trace(self, ev: str, **fields: Any) -> None:
+    def trace(self, ev: str, data: Any = _NO_DATA, **fields: Any) -> None:
         a = self._agent
-        a.tracer.core_event(ev, time.time() - a.t0, a.lc, fields)
+        if fields or data is _NO_DATA:
+            if data is not _NO_DATA:
+                fields["data"] = data
+            a.tracer.core_event(ev, a.ts, a.lc, fields)
+        else:               # the common ctx.trace(ev, data={...}): commit and apply of every entry
+            a.tracer.core_data(ev, a.ts, a.lc, data)
 
 
 def load_keys(spec: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
@@ -152,6 +153,9 @@ class Agent:
         self._tok_prefix = f"{self.node}.{self.boot}.c"
         self.running = True
         self._shutdown_requested = False
+        # When the handler now running began (s from t0): every trace line it makes carries it,
+        # so a handler's lines share one clock reading and one formatting of it.
+        self.ts = 0.0
         self.zctx = zmq.Context.instance()
         self._open_sockets()
         self.ctx = AgentContext(self)
@@ -211,7 +215,7 @@ class Agent:
         self.lc += 1
         self._mseq += 1
         mid = f"{self.node}.{self.boot}.{self._mseq}"
-        ts = time.time() - self.t0
+        ts = self.ts
         try:
             frame = wire.encode(wire.Envelope(self.lab, self.node, dst, mid, type, body, self.lc))
         except wire.WireError as e:
@@ -242,8 +246,7 @@ class Agent:
             self.counters["reply_unknown_client"] += 1
             return
         self.counters["replies"] += 1
-        if self.tracer.messages:
-            self.tracer.event("reply", time.time() - self.t0, self.lc, data={"client": client, "result": result})
+        self.tracer.client_event("reply", self.ts, self.lc, client, "result", result)
         self.replies.append((dest[0], {"id": dest[1], "result": result}))
 
     def set_timer(self, name: str, after: float) -> None:
@@ -272,6 +275,7 @@ class Agent:
         log.info("%s %s (%s) pid %d, boot %s, %d WAL records, %d torn bytes cut",
                  "recovered" if recovered else "started", self.node, self.core_cls.name,
                  os.getpid(), self.boot, self.storage.recovered_records, self.storage.torn_bytes)
+        self.ts = time.time() - self.t0
         self.core.start()
         self._commit()
         # What start-up and recovery built lives as long as the agent: no collection need scan it.
@@ -329,8 +333,9 @@ class Agent:
                     continue          # cancelled or replaced
                 del self.core_timers[arg]
                 self.counters["timers"] += 1
+                self.ts = time.time() - self.t0
                 if self.tracer.messages:
-                    self.tracer.event("timer", time.time() - self.t0, self.lc, type=arg)
+                    self.tracer.event("timer", self.ts, self.lc, type=arg)
                 self._guard("timer", self.core.handle_timer, arg)
             elif kind == _T_SEND:
                 self.out.append(arg)
@@ -345,11 +350,16 @@ class Agent:
         try:
             fn(*args)
         except Exception as e:  # noqa: BLE001 -- network input must never stop the agent
-            self.counters["handler_errors"] += 1
-            if self.counters["handler_errors"] <= 20:
-                log.exception("core raised handling %s %r", what, args[:2])
-            self.tracer.event("log", time.time() - self.t0, self.lc,
-                              data={"msg": f"core error in {what}: {type(e).__name__}: {e}"[:300]})
+            self._core_failed(what, args, e)
+
+    def _core_failed(self, what: str, args: tuple[Any, ...], e: Exception) -> None:
+        """Count, log (with the traceback: call it from the ``except``) and trace a core's
+        exception; the agent goes on."""
+        self.counters["handler_errors"] += 1
+        if self.counters["handler_errors"] <= 20:
+            log.exception("core raised handling %s %r", what, args[:2])
+        self.tracer.event("log", time.time() - self.t0, self.lc,
+                          data={"msg": f"core error in {what}: {type(e).__name__}: {e}"[:300]})
 
     def _drain_peers(self) -> None:
         router = self.router
@@ -357,7 +367,7 @@ class Agent:
             frames = _recv_pair(router)
             if frames is None:
                 return
-            ts = time.time() - self.t0
+            ts = self.ts = time.time() - self.t0
             if not frames:
                 self._drop(ts, None, "?", "?", "malformed")
                 continue
@@ -424,6 +434,7 @@ class Agent:
                 self.counters["control_errors"] += 1
                 continue
             ident, data = frames
+            self.ts = time.time() - self.t0      # the requests of one frame arrived together
             try:
                 msgs = control.unpack_requests(data)     # one request, or the client's batch of them
             except ValueError as e:
@@ -454,9 +465,11 @@ class Agent:
                 self.pending.pop(next(iter(self.pending)))
             self.pending[token] = (ident, msg.get("id"))
             self.counters["requests"] += 1
-            if self.tracer.messages:
-                self.tracer.event("request", time.time() - self.t0, self.lc, data={"client": token, "op": req})
-            self._guard("request", self.core.handle_request, token, req)
+            self.tracer.client_event("request", self.ts, self.lc, token, "op", req)
+            try:        # _guard written out: this runs for every client op
+                self.core.handle_request(token, req)
+            except Exception as e:  # noqa: BLE001 -- a client op must never stop the agent
+                self._core_failed("request", (token, req), e)
             return None
         if op == "hello":
             return {"node": self.node, "protocol": self.core_cls.name, "pid": os.getpid(),
@@ -511,6 +524,7 @@ class Agent:
         for _ in range(4):      # what handle_persisted writes (normally nothing) is flushed too
             if not self.storage.flush() or not early:
                 break
+            self.ts = time.time() - self.t0
             self._guard("persisted", self.core.handle_persisted)
         # The handlers' trace lines reach the file (a write, no fsync: a killed process's
         # writes survive in the page cache) before their messages and replies leave, so a

@@ -62,7 +62,8 @@ _fillers: dict[int, Any] = {}
 
 def _filler(n: int) -> Any:
     """``fill(data, keys, template, lc, ts)``: the template filled with the JSON of ``data[key]``
-    for each of the ``n`` keys, then ``lc`` and ``ts``; KeyError for a value of another type.
+    for each of the ``n`` keys, then ``lc`` and ``ts`` (its text, from :meth:`TraceWriter.ts_text`);
+    KeyError for a value of another type.
     Written out per ``n`` (the code holds no key or value, only indexes into ``keys``): one
     expression, where a loop over the keys costs about a third more on every commit and apply."""
     fill = _fillers.get(n)
@@ -72,6 +73,31 @@ def _filler(n: int) -> Any:
         exec(f"def fill(data, keys, template, lc, ts):\n    return template % ({values}lc, ts)\n",  # noqa: S102
              namespace)
         fill = _fillers[n] = namespace["fill"]
+    return fill
+
+
+_typed_fillers: dict[str, Any] = {}
+_SIGN = {int: "i", str: "s", type(None): "n"}      # a value's type in a signature
+_SLOT = {"i": "%d", "s": "%s", "n": "null"}          # ... and what its template holds for it
+
+
+def _typed_filler(sig: str) -> Any:
+    """``fill(data, keys, template, lc, ts)`` for values of the types in ``sig`` (one letter a
+    key, :data:`_SIGN`), with the template made for them (:data:`_SLOT`: an int goes in as
+    ``%d``, a null is written in); None when a value is of another type. Cheaper than
+    :func:`_filler` (no conversion call per int or null): an event's values mostly keep their
+    types from one line to the next (a commit's index, term and hash always do)."""
+    fill = _typed_fillers.get(sig)
+    if fill is None:
+        checks = " and ".join(
+            f"type(v{i} := data[keys[{i}]]) is {'str' if c == 's' else 'int'}" if c != "n"
+            else f"data[keys[{i}]] is None" for i, c in enumerate(sig)) or "True"
+        values = "".join(f"J(v{i}), " if c == "s" else f"v{i}, " if c == "i" else ""
+                         for i, c in enumerate(sig))
+        namespace: dict[str, Any] = {"J": _js_str}
+        exec(f"def fill(data, keys, template, lc, ts):\n    if {checks}:\n"  # noqa: S102
+             f"        return template % ({values}lc, ts)\n    return None\n", namespace)
+        fill = _typed_fillers[sig] = namespace["fill"]
     return fill
 
 
@@ -89,9 +115,26 @@ class TraceWriter:
         # (event, a core's flat data keys in its order) -> (the keys sorted, the line's template),
         # or None when such data cannot take the fast path.
         self._plans: dict[tuple[Any, ...], tuple[tuple[str, ...], str, Any] | None] = {}
+        # event (or (event, "op"/"result") for client lines) -> the plan of the keys it had last
+        self._by_ev: dict[Any, tuple[Any, ...]] = {}
         self._buf: list[str] = []
         self._f = open(path, "a", encoding="utf-8") if self.enabled else None  # noqa: SIM115
-        self.events = 0
+        self._written = 0                    # lines flushed; the buffer holds the rest
+        # The last ts formatted, and its text: the agent stamps every line of a handler with
+        # the time the handler began, so one formatting serves them all.
+        self._ts: float | None = None
+        self._ts_text = ""
+
+    @property
+    def events(self) -> int:
+        """Lines traced so far (written or buffered)."""
+        return self._written + len(self._buf)
+
+    def ts_text(self, ts: float) -> str:
+        """``ts`` to the microsecond, as every line gives it (formatted once for a run of equal ts)."""
+        if ts != self._ts:
+            self._ts, self._ts_text = ts, f"{ts:.6f}"
+        return self._ts_text
 
     def _js(self, v: Any) -> str:
         s = self._names.get(v)
@@ -110,87 +153,129 @@ class TraceWriter:
         head = f'{{"data":{_encode(data)},' if data is not None else "{"
         self._buf.append(
             f'{head}"ev":"{ev}","lc":{lc},"mid":{_encode(mid)},"node":{self._node_js},'
-            f'"peer":{js(peer)},"ts":{ts:.6f},"type":{js(type)}}}\n')
-        self.events += 1
+            f'"peer":{js(peer)},"ts":{self._ts_text if ts == self._ts else self.ts_text(ts)},'
+            f'"type":{js(type)}}}\n')
 
     def event(self, ev: str, ts: float, lc: int, **fields: Any) -> None:
         """Any other event: ``timer``, ``state``, ``commit``, ``request``, ``reply``, ``log``..."""
         if not self.enabled or (not self.messages and ev in _PER_MESSAGE):
             return
         data = fields.get("data") if len(fields) == 1 else None
-        if type(data) is dict and len(data) == 2:
-            line = self._client_line(ev, ts, lc, data)
-            if line is not None:
-                self._buf.append(line)
-                self.events += 1
+        if type(data) is dict and len(data) == 2 and "client" in data:
+            first, second = data          # two keys, "client" among them
+            key = second if first == "client" else first
+            if self._client_line(ev, ts, lc, data["client"], key, data[key]):
                 return
+        self._generic(ev, ts, lc, fields)
+
+    def _generic(self, ev: str, ts: float, lc: int, fields: dict[str, Any]) -> None:
         rec = {"ts": round(ts, 6), "node": self.node, "lc": lc, "ev": ev, **fields}
         self._buf.append(_encode(rec) + "\n")
-        self.events += 1
+
+    def client_event(self, ev: str, ts: float, lc: int, client: str, key: str, inner: Any) -> None:
+        """The agent's ``request`` (``key`` "op") or ``reply`` (``key`` "result") line: what
+        :meth:`event` writes for ``data={"client": client, key: inner}``, without the map."""
+        if not self.messages:
+            return
+        if not self._client_line(ev, ts, lc, client, key, inner):
+            self._generic(ev, ts, lc, {"data": {"client": client, key: inner}})
+
+    def core_data(self, ev: str, ts: float, lc: int, data: dict[str, Any]) -> None:
+        """A core's ``ctx.trace(ev, data=data)``, as :meth:`core_event` writes it. A core traces
+        an event with the same keys line after line (``commit``: index, term, hash): the plan of
+        the event's last keys serves when ``data`` has as many keys, all of them the plan's (so
+        the same set), with no tuple of the keys made and looked up per line."""
+        plan = self._by_ev.get(ev)
+        if plan is not None and type(data) is dict and len(data) == len(plan[0]):
+            line = self._fill(plan, data, lc, ts)
+            if line is not None:
+                self._buf.append(line)
+                return
+        self.core_event(ev, ts, lc, {"data": data})
 
     def core_event(self, ev: str, ts: float, lc: int, fields: dict[str, Any]) -> None:
         """A core's ``ctx.trace(ev, **fields)``. A core traces ``commit`` and ``apply`` for every
         log entry on every node, so the common shape (only ``data``, a flat map of ints, strings
         and nulls) is filled into a template made once per event and key set; the line is what
         :meth:`event` would write but for ``ts``, given to the microsecond as in :meth:`message`."""
+        data = fields.get("data")
+        if type(data) is dict and len(fields) == 1:
+            keys = tuple(data)
+            # Plans are made only for events the level keeps: a cached one needs no level check.
+            plan = self._plans.get((ev, keys))
+            if plan is None and (ev, keys) not in self._plans:
+                if not self.enabled or (not self.messages and ev in _PER_MESSAGE):
+                    return
+                plan = self._plan(ev, keys, data)
+            if plan is not None:
+                line = self._fill(plan, data, lc, ts)
+                if line is not None:
+                    if len(self._by_ev) < 256:
+                        self._by_ev[ev] = plan
+                    self._buf.append(line)
+                    return
         if not self.enabled or (not self.messages and ev in _PER_MESSAGE):
             return
-        data = fields.get("data") if len(fields) == 1 else None
-        if type(data) is dict:
-            keys = tuple(data)
-            plan = self._plans.get((ev, keys), False)
+        self._generic(ev, ts, lc, core_fields(fields))
+
+    def _client_line(self, ev: str, ts: float, lc: int, client: Any, key: Any, inner: Any) -> bool:
+        """Buffer a ``request`` or ``reply`` line (data ``{client, op}`` or ``{client, result}``,
+        the op or result a flat map) from a template as in :meth:`core_event`; False (nothing
+        written) for any other shape. The agent writes one of each per client op: through the
+        JSON encoder, the two cost about a quarter of a loaded leader's time."""
+        if type(client) is not str or type(inner) is not dict or type(key) is not str or key < "client":
+            return False
+        # As in core_data: the plan of the last op or result of this event, if ``inner`` has its keys.
+        plan = self._by_ev.get((ev, key))
+        rest = None
+        if plan is not None and len(inner) == len(plan[0]):
+            rest = self._fill(plan, inner, lc, ts)
+        if rest is None:
+            keys = tuple(inner)
+            plan = self._plans.get((ev, key, keys), False)
             if plan is False:
-                plan = self._plan(ev, keys)
-            if plan is not None:
-                order, template, fill = plan
-                try:
-                    line = fill(data, order, template, lc, ts)
-                except KeyError:        # a value that is not an int, a string or null
-                    pass
-                else:
-                    self._buf.append(line)
-                    self.events += 1
-                    return
-        self.event(ev, ts, lc, **core_fields(fields))
+                plan = self._plan(ev, keys, inner, key)
+            rest = None if plan is None else self._fill(plan, inner, lc, ts)
+            if rest is None:
+                return False
+            if len(self._by_ev) < 256:
+                self._by_ev[(ev, key)] = plan
+        self._buf.append(f'{{"data": {{"client": {_js_str(client)}, {_js_str(key)}: {rest}')
+        return True
 
-    def _client_line(self, ev: str, ts: float, lc: int, data: dict[str, Any]) -> str | None:
-        """A ``request`` or ``reply`` line (data ``{client, op}`` or ``{client, result}``, the op or
-        result a flat map) from a template as in :meth:`core_event`; None for any other shape.
-        The agent writes one of each per client op: through the JSON encoder, the two cost
-        about a quarter of a loaded leader's time."""
-        client = data.get("client")
-        if type(client) is not str:
-            return None
-        first, key = data          # two keys, "client" among them
-        if key == "client":
-            key = first
-        inner = data[key]
-        if type(inner) is not dict or type(key) is not str or key < "client":
-            return None
-        keys = tuple(inner)
-        plan = self._plans.get((ev, key, keys), False)
-        if plan is False:
-            plan = self._plan(ev, keys, key)
-        if plan is None:
-            return None
-        order, template, fill = plan
+    def _fill(self, plan: tuple[Any, ...], data: dict[str, Any], lc: int, ts: float) -> str | None:
+        """The line (or a client line's tail) of ``plan`` for ``data``; None when a value is not
+        an int, a string or null, or one of the plan's keys is missing. The template typed for
+        the values the plan was made with first, the one for any such values if they have
+        changed type."""
+        order, template, fill, typed_template, typed_fill = plan
+        ts_text = self._ts_text if ts == self._ts else self.ts_text(ts)
         try:
-            rest = fill(inner, order, template, lc, ts)
-        except KeyError:        # a value that is not an int, a string or null
+            if typed_fill is not None:
+                line = typed_fill(data, order, typed_template, lc, ts_text)
+                if line is not None:
+                    return line
+            return fill(data, order, template, lc, ts_text)
+        except KeyError:
             return None
-        return f'{{"data": {{"client": {_js_str(client)}, {_js_str(key)}: {rest}'
 
-    def _plan(self, ev: str, keys: tuple[Any, ...], outer: str | None = None
-              ) -> tuple[tuple[str, ...], str, Any] | None:
-        """The template of an event whose data is the flat map with ``keys``; with ``outer``,
-        of the line's tail after ``{"data": {"client": ..., outer: `` (data holds that map)."""
+    def _plan(self, ev: str, keys: tuple[Any, ...], data: dict[str, Any], outer: str | None = None
+              ) -> tuple[Any, ...] | None:
+        """The templates of an event whose data is the flat map with ``keys`` (``data``, one such
+        map, gives the types of the typed template); with ``outer``, of the line's tail after
+        ``{"data": {"client": ..., outer: `` (data holds that map)."""
         plan = None
         if keys and all(type(k) is str for k in keys) and (outer is not None or TOP_LEVEL.isdisjoint(keys)):
             order = tuple(sorted(keys))    # json's sort_keys order, as in every other line
-            items = ", ".join(_js_str(k).replace("%", "%%") + ": %s" for k in order)
-            head = f'{{"data": {{{items}}}, ' if outer is None else f"{{{items}}}}}, "
-            head += f'"ev": {_js_str(ev).replace("%", "%%")}, '
-            plan = order, head + f'"lc": %d, "node": {self._node_js.replace("%", "%%")}, "ts": %.6f}}\n', _filler(len(order))
+
+            def template(slots: Any) -> str:
+                items = ", ".join(_js_str(k).replace("%", "%%") + ": " + slot for k, slot in zip(order, slots, strict=True))
+                head = f'{{"data": {{{items}}}, ' if outer is None else f"{{{items}}}}}, "
+                head += f'"ev": {_js_str(ev).replace("%", "%%")}, '
+                return head + f'"lc": %d, "node": {self._node_js.replace("%", "%%")}, "ts": %s}}\n'
+            sig = "".join(_SIGN.get(type(data[k]), "?") for k in order)
+            typed = (None, None) if "?" in sig else (template([_SLOT[c] for c in sig]), _typed_filler(sig))
+            plan = order, template(["%s"] * len(order)), _filler(len(order)), *typed
         if len(self._plans) < 256:
             self._plans[(ev, keys) if outer is None else (ev, outer, keys)] = plan
         return plan
@@ -199,6 +284,7 @@ class TraceWriter:
         if self._buf and self._f is not None:
             self._f.write("".join(self._buf))
             self._f.flush()
+            self._written += len(self._buf)
             self._buf.clear()
 
     def close(self) -> None:

@@ -275,3 +275,68 @@ def test_a_request_line_is_exact() -> None:
             '"seq": 3, "value": 7}}, "ev": "request", "lc": 9, "node": "n1", "ts": 1.500000}\n',
             '{"data": {"client": "n1.ab.c1", "result": {"type": "ok"}}, "ev": "reply", "lc": 10, '
             '"node": "n1", "ts": 2.250000}\n']
+
+
+def test_typed_template_gives_way_when_a_value_changes_type() -> None:
+    """The template typed from an event's first values (an int as %d, a null written in) must
+    not be used for values of other types under the same keys."""
+    values = [7, None, "x%d", -(10**30), None, 'q"', 0, True, 1.5]
+    with tempfile.TemporaryDirectory() as tmp:
+        w = _writer(tmp, "n%")
+        for i, v in enumerate(values):
+            w.core_event("apply", i / 3, i, {"data": {"index": i, "key": v, "f": "write"}})
+            w.client_event("reply", i / 3, i, "c", "result", {"type": "ok", "value": v})
+        lines = _lines(w)
+    got = [_parse(x) for x in lines]
+    assert [g["data"]["key"] for g in got[::2]] == values
+    assert [g["data"]["result"]["value"] for g in got[1::2]] == values
+    assert [type(g["data"]["key"]) for g in got[::2]] == [type(v) for v in values]
+    assert got[0] == {"ts": 0.0, "node": "n%", "lc": 0, "ev": "apply",
+                      "data": {"index": 0, "key": 7, "f": "write"}}
+
+
+@FAST
+@given(node=nodes, batch=st.lists(events, min_size=1, max_size=16))
+def test_core_data_lines_equal_the_generic_path(node: str, batch: list[Any]) -> None:
+    """core_data reuses the plan of an event's last keys: never for another key set, even one
+    of the same size (the small key pool makes such neighbours common here)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fast = _writer(tmp, node)
+        for ev, ts, lc, data in batch:
+            fast.core_data(ev, ts, lc, dict(data))
+        got = _lines(fast)
+    assert len(got) == len(batch)
+    for line, (ev, ts, lc, data) in zip(got, batch, strict=True):
+        assert _parse(line) == _expected(node, ev, ts, lc, data)
+
+
+def test_core_data_same_size_other_keys() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        w = _writer(tmp, "n1")
+        w.core_data("commit", 1.0, 1, {"index": 1, "term": 2, "hash": "a"})
+        w.core_data("commit", 2.0, 2, {"index": 2, "term": 2, "other": "b"})
+        w.core_data("commit", 3.0, 3, {"index": 3, "term": 2})
+        w.core_data("commit", 4.0, 4, {"index": 4, "term": 2, "hash": "c"})
+        recs = [_parse(x) for x in _lines(w)]
+    assert [r["data"] for r in recs] == [{"index": 1, "term": 2, "hash": "a"},
+                                         {"index": 2, "term": 2, "other": "b"},
+                                         {"index": 3, "term": 2}, {"index": 4, "term": 2, "hash": "c"}]
+
+
+@FAST
+@given(node=nodes, batch=st.lists(st.tuples(st.sampled_from(["request", "reply"]), tss, lcs, texts,
+                                            st.one_of(flat_data, flat_data, non_flat_data)),
+                                  min_size=1, max_size=16))
+def test_client_lines_equal_the_generic_path(node: str, batch: list[Any]) -> None:
+    """A request or reply line reuses the plan of the event's last op or result only for the
+    same keys: ops of other key sets (a read has no value) and other types follow in any order."""
+    with tempfile.TemporaryDirectory() as tmp:
+        w = _writer(tmp, node)
+        for ev, ts, lc, client, inner in batch:
+            w.client_event(ev, ts, lc, client, "op" if ev == "request" else "result", dict(inner))
+        got = _lines(w)
+    assert len(got) == len(batch)
+    for line, (ev, ts, lc, client, inner) in zip(got, batch, strict=True):
+        key = "op" if ev == "request" else "result"
+        want = _expected(node, ev, ts, lc, {"client": client, key: inner})
+        assert _parse(line) == want
