@@ -26,7 +26,10 @@ _encode = json.JSONEncoder(sort_keys=True, default=str).encode
 
 TOP_LEVEL = frozenset({"mid", "type", "peer"})
 # JSON of the values a fast-path trace line may hold (exact types: a bool is not an int here).
-_SCALAR = {int: int.__repr__, str: _js_str, type(None): lambda v: "null"}
+# Bytes (a signed request's ``sig``) are written as the generic path's ``default=str`` writes
+# them, so a PBFT request line is a template fill too, not a pass through the JSON encoder.
+_SCALAR = {int: int.__repr__, str: _js_str, type(None): lambda v: "null",
+           bytes: lambda v: _js_str(str(v))}
 
 
 def core_fields(fields: dict[str, Any]) -> dict[str, Any]:
@@ -124,8 +127,8 @@ class TraceWriter:
 
     def core_event(self, ev: str, ts: float, lc: int, fields: dict[str, Any]) -> None:
         """A core's ``ctx.trace(ev, **fields)``. A core traces ``commit`` and ``apply`` for every
-        log entry on every node, so the common shape (only ``data``, a flat map of ints, strings
-        and nulls) is filled into a template made once per event and key set; the line is what
+        log entry on every node, so the common shape (only ``data``, a flat map of ints, strings,
+        bytes and nulls) is filled into a template made once per event and key set; the line is what
         :meth:`event` would write but for ``ts``, given to the microsecond as in :meth:`message`."""
         if not self.enabled or (not self.messages and ev in _PER_MESSAGE):
             return
@@ -139,7 +142,7 @@ class TraceWriter:
                 order, template, fill = plan
                 try:
                     line = fill(data, order, template, lc, ts)
-                except KeyError:        # a value that is not an int, a string or null
+                except KeyError:        # a value that is not an int, a string, bytes or null
                     pass
                 else:
                     self._buf.append(line)
@@ -170,7 +173,7 @@ class TraceWriter:
         order, template, fill = plan
         try:
             rest = fill(inner, order, template, lc, ts)
-        except KeyError:        # a value that is not an int, a string or null
+        except KeyError:        # a value that is not an int, a string, bytes or null
             return None
         return f'{{"data": {{"client": {_js_str(client)}, {_js_str(key)}: {rest}'
 

@@ -275,3 +275,20 @@ def test_a_request_line_is_exact() -> None:
             '"seq": 3, "value": 7}}, "ev": "request", "lc": 9, "node": "n1", "ts": 1.500000}\n',
             '{"data": {"client": "n1.ab.c1", "result": {"type": "ok"}}, "ev": "reply", "lc": 10, '
             '"node": "n1", "ts": 2.250000}\n']
+
+
+@FAST
+@given(sig=st.binary(max_size=70), ts=tss, lc=lcs)
+def test_a_signed_request_line_is_what_the_json_encoder_writes(sig: bytes, ts: float, lc: int) -> None:
+    """A PBFT request carries its client's signature as bytes: the template writes it as the
+    JSON encoder's ``default=str`` does (quotes, backslashes and all), so the line is the same."""
+    op = {"f": "write", "key": "k1", "value": 7, "client": "bench", "seq": 3, "sig": sig}
+    with tempfile.TemporaryDirectory() as tmp:
+        w = _writer(tmp, "n1")
+        w.event("request", ts, lc, data={"client": "n1.ab.c1", "op": op})
+        w.core_event("custom", ts, lc, {"data": {"sig": sig}})
+        got = _lines(w)
+    want = [{"ts": round(ts, 6), "node": "n1", "lc": lc, "ev": ev, "data": data}
+            for ev, data in (("request", {"client": "n1.ab.c1", "op": op}), ("custom", {"sig": sig}))]
+    assert [_parse(x) for x in got] == [json.loads(json.dumps(r, default=str)) for r in want]
+    assert _parse(got[0])["data"]["op"]["sig"] == str(sig)
