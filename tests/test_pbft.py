@@ -52,6 +52,32 @@ def test_normal_case_three_phases_and_f_plus_1_matching_replies() -> None:
     assert {v.verdict for v in net.verdicts().values()} == {"holds"}
 
 
+def test_requests_arriving_while_a_batch_is_in_flight_leave_together() -> None:
+    """With nothing in flight a request leaves at once; with a batch in flight, a partial batch
+    waits for the zero-delay propose timer (a runtime fires it after every handler due), so
+    requests that come one by one meanwhile share one pre-prepare instead of one each."""
+    net = Net(config={"pipeline": 4})
+    first = net.submit(net.op("write", "x", 0), to=["n1"])
+    assert net.core("n1").next_seq == 2                  # proposed alone, at once
+    later = [net.submit(net.op("write", "x", i), to=["n1"]) for i in (1, 2, 3)]
+    assert net.core("n1").next_seq == 2 and len(net.core("n1").queue) == 3
+    net.tick(0.0)                                        # the timer, due now: one batch of three
+    assert net.core("n1").next_seq == 3 and not net.core("n1").queue
+    net.tick(0.5)
+    sizes = [e["data"]["size"] for e in net.trace if e["ev"] == "commit" and e["node"] == "n1"]
+    assert sizes == [1, 3]
+    assert all(net.answers(h).get("n1") == {"type": "ok"} for h in (first, *later))
+
+
+def test_a_full_batch_leaves_at_once_while_others_are_in_flight() -> None:
+    net = Net(config={"batch_size": 2})
+    net.submit(net.op("write", "x", 0), to=["n1"])
+    net.submit(net.op("write", "x", 1), to=["n1"])
+    assert net.core("n1").next_seq == 2                   # the second waits: a partial batch
+    net.submit(net.op("write", "x", 2), to=["n1"])
+    assert net.core("n1").next_seq == 3 and not net.core("n1").queue   # full: no wait
+
+
 def test_a_retry_is_answered_from_the_table_not_executed_twice() -> None:
     net = Net()
     op = net.op("write", "x", 1)

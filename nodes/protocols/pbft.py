@@ -51,6 +51,7 @@ HARD = "view"              # storage key of {"view", "active"}
 CKPT = "checkpoint"        # storage key of the stable checkpoint {"n", "d", "proof", "state"}
 LOG = "pbft"               # storage log of ["pp"|"prepared"|"committed", ...] records above it
 FUTURE_MAX = 256           # messages of a view not yet installed, kept until its NEW-VIEW comes
+TIMER_PROPOSE = "propose"  # primary: a partial batch leaves once the handlers due now have run
 
 PRIMARY, BACKUP, VIEW_CHANGING = "primary", "backup", "view_change"
 
@@ -65,11 +66,13 @@ class PBFTConfig(Tunables):
             "off. Larger batches make VIEW-CHANGE and NEW-VIEW messages larger")},
     )
     pipeline: int = dataclasses.field(
-        default=8,
+        default=16,
         metadata={"unit": "count", "doc": (
             "sequence numbers the primary has in flight beyond the last one it executed; "
-            "requests that arrive meanwhile wait and leave in one batch. More: more "
-            "concurrency; fewer: bigger batches under load")},
+            "requests that arrive meanwhile wait and leave in one batch (a full batch at once, "
+            "a partial one after the handlers due at that moment). More: more concurrency, "
+            "so less idle time between phases under load; fewer: bigger batches under "
+            "moderate load, and less for a view change to carry")},
     )
     checkpoint_interval: int = dataclasses.field(
         default=32,
@@ -419,6 +422,8 @@ class PBFT(ViewChange, Checkpoints, Core):
                 self.start_view_change(self.view + 1)
         elif name == TIMER_FETCH:
             self.on_fetch_timer()
+        elif name == TIMER_PROPOSE:
+            self.maybe_propose(partial=True)
         elif self.faulty is not None:
             self.faulty.on_timer(name)
 
@@ -469,10 +474,18 @@ class PBFT(ViewChange, Checkpoints, Core):
                 "dropped": dict(self.dropped)}
 
     # -- normal case: primary --------------------------------------------------------------------
-    def maybe_propose(self) -> None:
+    def maybe_propose(self, partial: bool = False) -> None:
+        """Pre-prepare what the queue holds while the pipeline has room. A full batch leaves at
+        once; a partial one only with nothing else in flight, or ``partial`` (the zero-delay
+        TIMER_PROPOSE, which a runtime fires after the messages and requests already there):
+        under load a handler's request would otherwise leave alone, before the next ones, and
+        fill a sequence number of the pipeline with a batch of one."""
         queue, cfg = self.queue, self.config
         while (queue and self.is_primary and self.next_seq - 1 - self.last_exec < cfg.pipeline
                and (not self.watermarks or self.next_seq <= self.h + self.L)):
+            if len(queue) < cfg.batch_size and not partial and self.next_seq - 1 > self.last_exec:
+                self.arm(TIMER_PROPOSE, 0.0)
+                return
             rds = list(islice(queue, cfg.batch_size))
             batch = [queue.pop(rd) for rd in rds]
             n, v = self.next_seq, self.view
