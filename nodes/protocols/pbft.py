@@ -66,7 +66,7 @@ class PBFTConfig(Tunables):
             "off. Larger batches make VIEW-CHANGE and NEW-VIEW messages larger")},
     )
     pipeline: int = dataclasses.field(
-        default=16,
+        default=32,
         metadata={"unit": "count", "doc": (
             "sequence numbers the primary has in flight beyond the last one it executed; "
             "requests that arrive meanwhile wait and leave in one batch (a full batch at once, "
