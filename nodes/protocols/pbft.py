@@ -13,7 +13,8 @@ node in the scenario's order. What it implements (docs/pbft.md has the long form
   the runtime) and checked on receipt; client requests carry the clients' signature, so a
   primary cannot invent operations. Bad signatures are dropped, counted and traced.
 * Clients: :meth:`PBFT.client_rule` asks the runner's clients for f+1 matching replies from
-  distinct replicas, every request sent to every replica and re-sent on a timer.
+  distinct replicas, a request sent first to the primary they believe current (replies name
+  it) and f more replicas, re-sent to every replica on a timer.
 * Checkpoints every ``checkpoint_interval`` sequence numbers, stable with 2f+1 signed
   CHECKPOINTs; the log below the stable checkpoint is dropped. A replica that fell behind
   fetches committed certificates (a batch and 2f+1 commits) or, below the stable checkpoint,
@@ -113,9 +114,9 @@ class PBFTConfig(Tunables):
     client_retry: float = dataclasses.field(
         default=0.3,
         metadata={"unit": "s", "doc": (
-            "clients send every request to every replica and send it again this often until "
-            "f+1 replicas answered alike. Shorter: a lost request costs less; more traffic "
-            "while a view change runs")},
+            "clients send a request to the primary they believe current and f more replicas, "
+            "then, this often until f+1 replicas answered alike, to every replica. Shorter: a "
+            "silent primary or a lost request costs less; more traffic while a view change runs")},
     )
 
     def __post_init__(self) -> None:
@@ -260,8 +261,11 @@ class PBFT(ViewChange, Checkpoints, Core):
     def client_rule(cls, config: Tunables, nodes: list[str]) -> ClientRule:
         f = (len(nodes) - 1) // 3
         first = "client_accepts_first_reply" in config.bugs
+        # First to the primary and f more replicas: f+1 answer, and the other backups learn
+        # the requests from the pre-prepare; then to every replica (Castro & Liskov 4.1).
         return ClientRule(replies=1 if first else f + 1, broadcast=True, sign=True,
-                          retry=getattr(config, "client_retry", PBFTConfig.client_retry))
+                          retry=getattr(config, "client_retry", PBFTConfig.client_retry),
+                          first=f + 1)
 
     # -- small helpers -----------------------------------------------------------------------
     def primary(self, view: int) -> str:
@@ -301,8 +305,10 @@ class PBFT(ViewChange, Checkpoints, Core):
             self.send(p, type, body)
 
     def reply(self, handle: str, result: dict[str, Any]) -> None:
+        """Answer a client; ``primary`` names the primary of our view, where a client sends its
+        next requests first (lab/clientrule.py ``Targets``; the paper's reply carries the view)."""
         if self.faulty is None or self.faulty.may_reply():
-            self.ctx.reply(handle, result)
+            self.ctx.reply(handle, {**result, "primary": self.primary(self.view)})
 
     def drop(self, type: str, src: str, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -569,10 +575,14 @@ class PBFT(ViewChange, Checkpoints, Core):
                 if not self.valid_client(data, op.get("sig")):
                     return None
                 rd = m.digest_bytes(data)
-                # The client's own copy may still be on its way: when it comes, it is known.
+                # The client's own copy may still be on its way (or, sent first to the primary
+                # and f others, never come): when it comes, it is known; until the request is
+                # executed, our request timer watches the primary.
                 self.waiting.setdefault(rd, Waiting(op, None, self.ctx.now()))
                 if type(op.get("sig")) is bytes:
                     self.known[op["sig"]] = (rd, op)
+                if self.active and not self.is_primary:
+                    self.arm_request_timer()
             out.append(rd)
         return out
 
