@@ -63,22 +63,27 @@ class Targets:
     is down, costs one ``rule.retry``. The belief comes from the ``primary`` key of accepted
     results (:meth:`learn`): ``replies`` nodes vouched for it, so not a liar alone."""
 
-    __slots__ = ("nodes", "first", "primary")
+    __slots__ = ("nodes", "first", "primary", "_first_nodes")
 
     def __init__(self, rule: ClientRule, nodes: list[str]) -> None:
         self.nodes = list(nodes)
         self.first = rule.first if 0 < rule.first < len(self.nodes) else 0
-        self.primary = 0                     # index into nodes
+        self.primary = ""
+        self._first_nodes = self.nodes
+        self._believe(self.nodes[0] if self.nodes else "")
 
     def of(self, attempt: int) -> list[str]:
-        """The nodes attempt ``attempt`` (1 for the first) goes to."""
-        if attempt > 1 or not self.first:
-            return self.nodes
-        p, n = self.primary, len(self.nodes)
-        return [self.nodes[(p + k) % n] for k in range(self.first)]
+        """The nodes attempt ``attempt`` (1 for the first) goes to (a list not to be changed)."""
+        return self._first_nodes if attempt == 1 else self.nodes
 
     def learn(self, result: dict[str, Any]) -> None:
         """An accepted result: the primary it names (if a node of the lab) is tried first from now."""
         hint = result.get("primary")
-        if type(hint) is str and hint in self.nodes:
-            self.primary = self.nodes.index(hint)
+        if hint != self.primary and type(hint) is str and hint in self.nodes:
+            self._believe(hint)
+
+    def _believe(self, primary: str) -> None:
+        self.primary = primary
+        if self.first:
+            p, n = self.nodes.index(primary), len(self.nodes)
+            self._first_nodes = [self.nodes[(p + k) % n] for k in range(self.first)]
