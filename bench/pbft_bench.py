@@ -5,8 +5,9 @@ Trials alternate (bench/trials.py): Raft, PBFT with batching, PBFT without, then
 
 * throughput: as for Raft (bench/ratesearch.py), ops/s achieved by a closed loop of a window
   of writes in flight, the best of the same windows. A PBFT write is signed by the client,
-  sent to all four replicas and done once f+1 = 2 of them answered alike (the client rule
-  the runner's clients follow); a Raft write goes to its leader. With batching: PBFT's
+  sent to the primary and f = 1 more replica (to all four on a retry, every ``client_retry``)
+  and done once f+1 = 2 of them answered alike (the client rule the runner's clients follow;
+  the other replicas check it in the pre-prepare); a Raft write goes to its leader. With batching: PBFT's
   default ``batch_size`` (16); without: ``batch_size: 1``.
 * the bound: every replica checks the client's signature on every request and its peers'
   signatures on their messages, and one core verifies at most pynacl's single-core rate

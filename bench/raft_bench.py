@@ -26,7 +26,7 @@ from typing import Any
 from bench import pysyncobj_bench
 from bench.ratesearch import SPAN, WARMUP, best_window
 from bench.trials import alternate, ratio, summarize
-from lab.clientrule import Tally, client_rule_of
+from lab.clientrule import Tally, Targets, client_rule_of
 
 # Entries in one AppendEntries (Raft's max_append_entries; Multi-Paxos's max_batch in its bench).
 # The default, 64, keeps messages small; at saturation, with at most 2 appends in flight per
@@ -81,8 +81,9 @@ def leader(backend: Any, timeout: float = 10.0) -> str:
 
 class Writer:
     """Writes to one node through the backend's client path; counts answers by outcome.
-    Under a core's client rule (PBFT; lab/clientrule.py) a write goes, signed, to every node
-    (``node`` unused) and counts once ``rule.replies`` of them answered alike, as the
+    Under a core's client rule (PBFT; lab/clientrule.py) a write goes, signed, to the nodes
+    of each attempt (``node`` unused; ``Targets``: the primary and f more, then every node
+    every ``rule.retry``) and counts once ``rule.replies`` of them answered alike, as the
     runner's clients do."""
 
     def __init__(self, backend: Any, node: str | None) -> None:
@@ -90,6 +91,7 @@ class Writer:
         self.seq = self.ok = self.other = 0
         self.rule = client_rule_of(backend.scenario)
         self.signer = backend.client_signer() if self.rule is not None and self.rule.sign else None
+        self.targets = Targets(self.rule, backend.scenario.node_names) if self.rule is not None else None
 
     def write(self, then: Callable[[], None] | None = None) -> None:
         self.seq += 1
@@ -108,9 +110,21 @@ class Writer:
             return
         if self.signer is not None:
             op = self.signer.sign_request(op)
-        tally = Tally(self.rule.replies)
-        for node in self.b.scenario.node_names:
-            self.b.submit(node, op, lambda res, node=node: tally.add(node, res) and done(res))
+        self._attempt(op, Tally(self.rule.replies), 1, done)
+
+    def _attempt(self, op: dict[str, Any], tally: Tally, attempt: int,
+                 done: Callable[[dict[str, Any]], None]) -> None:
+        rule, targets, b = self.rule, self.targets, self.b
+        assert rule is not None and targets is not None
+
+        def answer(node: str, res: dict[str, Any]) -> None:
+            if tally.add(node, res):
+                targets.learn(res)
+                done(res)
+        for node in targets.of(attempt):
+            b.submit(node, op, lambda res, node=node: answer(node, res))
+        b.call_at(b.now() + rule.retry,
+                  lambda: None if tally.accepted is not None else self._attempt(op, tally, attempt + 1, done))
 
     def closed_loop(self, window: int, span: float = SPAN) -> float:
         """ops/s completed with ``window`` writes in flight, over ``span`` s after a warm-up."""

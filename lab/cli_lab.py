@@ -30,7 +30,7 @@ from lab import labstate
 from lab.backends import backend_class
 from lab.backends.agents import AgentBackend
 from lab.cliargs import seed_arg
-from lab.clientrule import Tally, client_rule_of
+from lab.clientrule import Tally, Targets, client_rule_of
 from lab.errors import BackendError, ConfigError, LabError
 from lab.targets import partition_cuts
 from nodes.units import format_duration, parse_duration, parse_percent
@@ -387,8 +387,9 @@ def run_op(b: AgentBackend, op: dict[str, Any], first: str | None = None,
 
 def _run_by_rule(b: AgentBackend, rule: Any, op: dict[str, Any], live: list[str], deadline: float,
                  start: float) -> tuple[dict[str, Any] | None, str | None, float]:
-    """Under a core's client rule (PBFT): signed, to every running node, again every
-    ``rule.retry``, until ``rule.replies`` nodes answered alike."""
+    """Under a core's client rule (PBFT): signed, to the running nodes of each attempt
+    (``Targets``: first the primary and f more, then every node), again every ``rule.retry``,
+    until ``rule.replies`` nodes answered alike."""
     if rule.sign:
         op = b.client_signer().sign_request(op)
     tally, box = Tally(rule.replies), []
@@ -396,9 +397,12 @@ def _run_by_rule(b: AgentBackend, rule: Any, op: dict[str, Any], live: list[str]
     def answer(node: str, res: dict[str, Any]) -> None:
         if not box and tally.add(node, res):
             box.append((res, node))
+    targets, attempt = Targets(rule, b.names), 0
     while not box and time.monotonic() < deadline:
-        for node in live:
-            b.submit(node, op, lambda res, node=node: answer(node, res))
+        attempt += 1
+        for node in targets.of(attempt):
+            if node in live:
+                b.submit(node, op, lambda res, node=node: answer(node, res))
         b.wait_for(lambda: bool(box), max(0.0, min(rule.retry, deadline - time.monotonic())))
     if not box:
         return None, None, time.monotonic() - start

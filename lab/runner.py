@@ -30,7 +30,7 @@ from lab.backends import backend_class
 from lab.backends.base import Backend
 from lab.checks.base import RunData
 from lab.checks.registry import run_checks
-from lab.clientrule import Tally, client_rule_of
+from lab.clientrule import Tally, Targets, client_rule_of
 from lab.faultplan import FaultPlan
 from lab.history import FAIL, INFO, OK, History, client_name
 from lab.runresult import RunResult
@@ -102,9 +102,11 @@ class Clients:
         self.slots = [_Slot(process=history.fresh_process()) for _ in range(n)]
         self.counts = {"ok": 0, "fail": 0, "info": 0, "skipped": 0, "invoked": 0}
         self.leader: str | None = None                    # last leader any client saw
-        # A core's own client rule (PBFT: f+1 matching replies, requests signed and sent to
-        # every replica); None keeps the default path: one answer, not_leader redirects.
+        # A core's own client rule (PBFT: f+1 matching replies, requests signed, sent first to
+        # the primary and f more, then to every replica); None keeps the default path: one
+        # answer, not_leader redirects. The clients share what they learn of the primary.
         self.rule = client_rule_of(scenario)
+        self.targets = Targets(self.rule, scenario.node_names) if self.rule is not None else None
         self._signer: Any = None            # the lab's client key, once the backend made it
         self._seq = 0
         self._end = 0.0
@@ -184,10 +186,10 @@ class Clients:
         self.backend.submit(node, msg, lambda res: self._result(state, attempt, node, res))
 
     def _send_all(self, state: _Op) -> None:
-        """Under a core's client rule: the request to every node, again every ``rule.retry``
-        until enough of them answered alike (or the op's timeout)."""
-        rule = self.rule
-        assert rule is not None
+        """Under a core's client rule: the request to the nodes of this attempt (``Targets``),
+        again every ``rule.retry`` until enough of them answered alike (or the op's timeout)."""
+        rule, targets = self.rule, self.targets
+        assert rule is not None and targets is not None
         state.attempt += 1
         if state.tally is None:
             state.tally = Tally(rule.replies)
@@ -196,7 +198,7 @@ class Clients:
                 self._signer = self._signer or self.backend.client_signer()
                 msg = self._signer.sign_request(msg)
             state.signed = msg
-        for node in self.scenario.node_names:
+        for node in targets.of(state.attempt):
             self.backend.submit(node, state.signed, lambda res, node=node: self._vote(state, node, res))
         nxt = self.backend.now() + rule.retry
         if nxt < state.deadline and state.attempt < MAX_ATTEMPTS:
@@ -204,6 +206,8 @@ class Clients:
 
     def _vote(self, state: _Op, node: str, res: dict[str, Any]) -> None:
         if not state.done and state.tally is not None and state.tally.add(node, res):
+            assert self.targets is not None
+            self.targets.learn(res)
             self._outcome(state, node, res)
 
     def _result(self, state: _Op, attempt: int, node: str, res: dict[str, Any]) -> None:

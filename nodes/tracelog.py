@@ -26,7 +26,10 @@ _encode = json.JSONEncoder(sort_keys=True, default=str).encode
 
 TOP_LEVEL = frozenset({"mid", "type", "peer"})
 # JSON of the values a fast-path trace line may hold (exact types: a bool is not an int here).
-_SCALAR = {int: int.__repr__, str: _js_str, type(None): lambda v: "null"}
+# Bytes (a signed request's ``sig``) are written as the generic path's ``default=str`` writes
+# them, so a PBFT request line is a template fill too, not a pass through the JSON encoder.
+_SCALAR = {int: int.__repr__, str: _js_str, type(None): lambda v: "null",
+           bytes: lambda v: _js_str(str(v))}
 
 
 def core_fields(fields: dict[str, Any], out: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -195,8 +198,8 @@ class TraceWriter:
 
     def core_event(self, ev: str, ts: float, lc: int, fields: dict[str, Any]) -> None:
         """A core's ``ctx.trace(ev, **fields)``. A core traces ``commit`` and ``apply`` for every
-        log entry on every node, so the common shape (only ``data``, a flat map of ints, strings
-        and nulls) is filled into a template made once per event and key set; the line is what
+        log entry on every node, so the common shape (only ``data``, a flat map of ints, strings,
+        bytes and nulls) is filled into a template made once per event and key set; the line is what
         :meth:`event` would write but for ``ts``, given to the microsecond as in :meth:`message`."""
         data = fields.get("data")
         if type(data) is dict and len(fields) == 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pbftnet import Net
 
+from lab.clientrule import Targets
 from nodes.protocols import get
 from nodes.protocols import pbft_msgs as m
 from nodes.protocols.core import ConfigValueError, build_config
@@ -43,13 +44,39 @@ def test_registry_quorums_and_the_client_rule() -> None:
 # -- normal case -----------------------------------------------------------------------------------
 def test_normal_case_three_phases_and_f_plus_1_matching_replies() -> None:
     net = Net()
-    assert ok(net, "write", "x", 1) == {"type": "ok"}
+    assert ok(net, "write", "x", 1) == {"type": "ok", "primary": "n1"}
     assert sorted(net.answers("c1#1")) == ["n1", "n2", "n3", "n4"]
     digests = {node: net.commits(node).get(1) for node in net.names}
     assert len(set(digests.values())) == 1 and None not in digests.values()
-    assert ok(net, "read", "x") == {"type": "ok", "value": 1}
+    assert ok(net, "read", "x") == {"type": "ok", "value": 1, "primary": "n1"}
     assert all(net.core(n).last_exec == 2 for n in net.names)
     assert {v.verdict for v in net.verdicts().values()} == {"holds"}
+
+
+def test_requests_arriving_while_a_batch_is_in_flight_leave_together() -> None:
+    """With nothing in flight a request leaves at once; with a batch in flight, a partial batch
+    waits for the zero-delay propose timer (a runtime fires it after every handler due), so
+    requests that come one by one meanwhile share one pre-prepare instead of one each."""
+    net = Net(config={"pipeline": 4})
+    first = net.submit(net.op("write", "x", 0), to=["n1"])
+    assert net.core("n1").next_seq == 2                  # proposed alone, at once
+    later = [net.submit(net.op("write", "x", i), to=["n1"]) for i in (1, 2, 3)]
+    assert net.core("n1").next_seq == 2 and len(net.core("n1").queue) == 3
+    net.tick(0.0)                                        # the timer, due now: one batch of three
+    assert net.core("n1").next_seq == 3 and not net.core("n1").queue
+    net.tick(0.5)
+    sizes = [e["data"]["size"] for e in net.trace if e["ev"] == "commit" and e["node"] == "n1"]
+    assert sizes == [1, 3]
+    assert all(net.answers(h).get("n1") == {"type": "ok", "primary": "n1"} for h in (first, *later))
+
+
+def test_a_full_batch_leaves_at_once_while_others_are_in_flight() -> None:
+    net = Net(config={"batch_size": 2})
+    net.submit(net.op("write", "x", 0), to=["n1"])
+    net.submit(net.op("write", "x", 1), to=["n1"])
+    assert net.core("n1").next_seq == 2                   # the second waits: a partial batch
+    net.submit(net.op("write", "x", 2), to=["n1"])
+    assert net.core("n1").next_seq == 3 and not net.core("n1").queue   # full: no wait
 
 
 def test_a_retry_is_answered_from_the_table_not_executed_twice() -> None:
@@ -69,8 +96,8 @@ def test_client_requests_must_carry_the_clients_signature() -> None:
     forged = {**unsigned, "seq": 2, "sig": net.core("n1").keys.sign(b"anything")}
     net.submit(forged)
     net.tick(0.2)
-    assert net.answers("c9#1")["n2"] == {"type": "fail", "error": "bad_signature"}
-    assert net.answers("c9#2")["n3"] == {"type": "fail", "error": "bad_signature"}
+    assert net.answers("c9#1")["n2"] == {"type": "fail", "error": "bad_signature", "primary": "n1"}
+    assert net.answers("c9#2")["n3"] == {"type": "fail", "error": "bad_signature", "primary": "n1"}
     assert all(net.core(n).last_exec == 0 for n in net.names)
 
 
@@ -182,10 +209,10 @@ def test_primary_crash_view_change_nothing_committed_is_lost() -> None:
     net = Net(config=FAST)
     ok(net, "write", "x", 1)
     net.crash("n1")
-    assert ok(net, "write", "x", 2, seconds=1.0) == {"type": "ok"}
+    assert ok(net, "write", "x", 2, seconds=1.0) == {"type": "ok", "primary": "n2"}
     assert all(net.core(n).view == 1 and net.core(n).active for n in net.up())
     assert net.core("n2").status()["role"] == "primary"
-    assert ok(net, "read", "x") == {"type": "ok", "value": 2}
+    assert ok(net, "read", "x") == {"type": "ok", "value": 2, "primary": "n2"}
     assert {v.verdict for v in net.verdicts().values()} == {"holds"}
 
 
@@ -198,7 +225,7 @@ def test_a_prepared_request_is_reproposed_at_its_seq_in_the_new_view() -> None:
     net.crash("n1")
     net.recover()
     net.tick(1.0)
-    assert net.accepted(handle) == {"type": "ok"}
+    assert net.accepted(handle) == {"type": "ok", "primary": "n2"}
     nv = [e["data"]["new_view"] for e in net.trace if e["ev"] == "state" and "new_view" in e["data"]]
     assert nv and nv[0]["O"]["1"] == net.commits("n2")[1] != m.NULL_DIGEST
 
@@ -225,7 +252,7 @@ def test_a_view_change_with_made_up_certificates_is_refused() -> None:
     view_change(net, "n2", "n3", "n4")
     assert all(net.drops(n).get("bad_view_change") == 1 for n in ("n1", "n2", "n4"))
     assert all(net.core(n).view == 1 and net.core(n).active for n in ("n1", "n2", "n4"))
-    assert ok(net, "write", "x", 2) == {"type": "ok"}
+    assert ok(net, "write", "x", 2) == {"type": "ok", "primary": "n2"}
 
 
 def test_a_new_view_that_its_view_changes_do_not_imply_is_refused() -> None:
@@ -235,7 +262,7 @@ def test_a_new_view_that_its_view_changes_do_not_imply_is_refused() -> None:
     assert all(net.drops(n).get("new_view_mismatch", 0) >= 1 for n in ("n1", "n3", "n4"))
     net.tick(0.5)            # no NEW-VIEW they accept: the view-change timer moves them on
     assert net.core("n3").view == 2 and net.core("n3").status()["role"] == "primary"
-    assert ok(net, "write", "x", 2) == {"type": "ok"}
+    assert ok(net, "write", "x", 2) == {"type": "ok", "primary": "n3"}
     assert {v.verdict for v in net.verdicts().values()} == {"holds"}
 
 
@@ -264,9 +291,50 @@ def test_restart_recovers_view_log_checkpoint_and_state() -> None:
 @pytest.mark.parametrize("behaviour", ["silent", "equivocate", "wrong_digest"])
 def test_a_faulty_primary_is_voted_out(behaviour: str) -> None:
     net = Net(config=FAST, byzantine={"n1": [behaviour]})
-    assert ok(net, "write", "x", 1, seconds=1.5) == {"type": "ok"}
+    assert ok(net, "write", "x", 1, seconds=1.5) == {"type": "ok", "primary": "n2"}
     assert all(net.core(n).view >= 1 for n in ("n2", "n3", "n4"))
     assert {v.verdict for v in net.verdicts().values()} == {"holds"}
+
+
+def _client_op(net: Net, targets: Targets, f: str, key: str, value=None, rounds: int = 8):
+    """One request the way lab/clientrule.py's clients send it: each attempt to
+    ``targets.of(attempt)``, the next one ``client_retry`` later, until f+1 replies match."""
+    rule = PBFT.client_rule(net.config, net.names)
+    op, attempts = net.op(f, key, value), []
+    for attempt in range(1, rounds + 1):
+        attempts.append(targets.of(attempt))
+        handle = net.submit(op, to=[n for n in attempts[-1] if n in net.up()])
+        net.tick(rule.retry)
+        res = net.accepted(handle)
+        if res is not None:
+            targets.learn(res)
+            return res, attempts
+    return None, attempts
+
+
+def test_a_client_tries_the_primary_and_f_more_first_then_every_replica() -> None:
+    net = Net(config=FAST, byzantine={"n1": ["silent"]})
+    targets = Targets(PBFT.client_rule(net.config, net.names), net.names)
+    res, attempts = _client_op(net, targets, "write", "x", 1)
+    # n1 says nothing, n2 alone cannot make f+1: the retries go to every replica, the backups
+    # vote the silent primary out, and the reply names the new one.
+    primary = net.core("n3").status()["primary"]
+    assert primary != "n1" and res == {"type": "ok", "primary": primary}
+    assert attempts[0] == ["n1", "n2"] and attempts[1] == net.names
+    res, attempts = _client_op(net, targets, "write", "x", 2)
+    after = net.names[(net.names.index(primary) + 1) % 4]
+    assert res == {"type": "ok", "primary": primary} and attempts == [[primary, after]]
+    assert all(net.core(n).last_exec == 2 for n in ("n2", "n3", "n4"))
+    assert {v.verdict for v in net.verdicts().values()} == {"holds"}
+
+
+def test_a_backup_that_learns_a_request_from_the_pre_prepare_watches_the_primary() -> None:
+    net = Net(config=FAST)
+    net.ignore(m.PREPARE)            # nothing executes: the request stays waiting
+    net.submit(net.op("write", "x", 1), to=["n1", "n2"])
+    net.deliver_all()
+    for n in ("n3", "n4"):           # never sent the request: only the pre-prepare had it
+        assert len(net.core(n).waiting) == 1 and "request" in net.core(n).timers
 
 
 def test_forged_messages_fail_their_signatures() -> None:
@@ -292,7 +360,7 @@ def test_made_up_replies_are_never_accepted() -> None:
     handle = net.submit(net.op("read", "x"))
     net.tick(0.5)
     assert net.answers(handle)["n2"]["value"] == f"lie-c1-{net.client_seq}"
-    assert net.accepted(handle) == {"type": "ok", "value": 1}
+    assert net.accepted(handle) == {"type": "ok", "value": 1, "primary": "n1"}
 
 
 def test_two_colluding_equivocators_out_of_four_break_agreement() -> None:

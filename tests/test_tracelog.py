@@ -340,3 +340,20 @@ def test_client_lines_equal_the_generic_path(node: str, batch: list[Any]) -> Non
         key = "op" if ev == "request" else "result"
         want = _expected(node, ev, ts, lc, {"client": client, key: inner})
         assert _parse(line) == want
+
+
+@FAST
+@given(sig=st.binary(max_size=70), ts=tss, lc=lcs)
+def test_a_signed_request_line_is_what_the_json_encoder_writes(sig: bytes, ts: float, lc: int) -> None:
+    """A PBFT request carries its client's signature as bytes: the template writes it as the
+    JSON encoder's ``default=str`` does (quotes, backslashes and all), so the line is the same."""
+    op = {"f": "write", "key": "k1", "value": 7, "client": "bench", "seq": 3, "sig": sig}
+    with tempfile.TemporaryDirectory() as tmp:
+        w = _writer(tmp, "n1")
+        w.event("request", ts, lc, data={"client": "n1.ab.c1", "op": op})
+        w.core_event("custom", ts, lc, {"data": {"sig": sig}})
+        got = _lines(w)
+    want = [{"ts": round(ts, 6), "node": "n1", "lc": lc, "ev": ev, "data": data}
+            for ev, data in (("request", {"client": "n1.ab.c1", "op": op}), ("custom", {"sig": sig}))]
+    assert [_parse(x) for x in got] == [json.loads(json.dumps(r, default=str)) for r in want]
+    assert _parse(got[0])["data"]["op"]["sig"] == str(sig)

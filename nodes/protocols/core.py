@@ -48,8 +48,9 @@ Contract for the runtime (``lab/sim``, ``nodes/agent.py``):
   one to serve a request answers ``{"type": "fail", "error": "not_leader",
   "leader": <name or None>}`` and the client retries there.
 * A core may declare how a client accepts a result (:meth:`Core.client_rule`,
-  PBFT: f+1 matching replies, requests sent to every replica and signed);
-  the runner's clients follow it, so the core stays a replica.
+  PBFT: f+1 matching replies, signed requests sent first to the primary and f
+  more replicas, then to every replica); the runner's clients, ``zlab client``
+  and the benchmarks follow it (lab/clientrule.py), so the core stays a replica.
 * A core that signs (``signs = True``) finds a ``nodes.signing.Keyring`` at
   ``ctx.keys``; the runtime owns the keys (None for other cores).
 """
@@ -127,12 +128,19 @@ class Tunables:
 class ClientRule:
     """How a client of a core accepts a result, when the default (one answer, ``not_leader``
     redirects) is not enough: a core of replicas that may lie (PBFT) asks for ``replies``
-    matching answers from distinct nodes."""
+    matching answers from distinct nodes.
+
+    With ``first`` (Castro & Liskov's client), a first attempt goes to that many nodes only:
+    the primary the client believes current -- named by the ``primary`` key of an accepted
+    result, the lab's first node until one did -- and the nodes after it in the lab's order;
+    every later attempt goes to every node. ``first`` must be at least ``replies``, or no
+    first attempt could be accepted."""
 
     replies: int = 1          # matching results from distinct nodes before one is accepted
-    broadcast: bool = True    # every attempt goes to every node (each answers on its own)
+    broadcast: bool = True    # attempts go to every node (each answers on its own); see first
     sign: bool = False        # requests carry the lab's client signature (nodes/signing.py)
     retry: float = 0.5        # s between attempts while no result is accepted
+    first: int = 0            # nodes a first attempt goes to (0: as every other attempt)
 
 
 class Core:

@@ -13,7 +13,8 @@ node in the scenario's order. What it implements (docs/pbft.md has the long form
   the runtime) and checked on receipt; client requests carry the clients' signature, so a
   primary cannot invent operations. Bad signatures are dropped, counted and traced.
 * Clients: :meth:`PBFT.client_rule` asks the runner's clients for f+1 matching replies from
-  distinct replicas, every request sent to every replica and re-sent on a timer.
+  distinct replicas, a request sent first to the primary they believe current (replies name
+  it) and f more replicas, re-sent to every replica on a timer.
 * Checkpoints every ``checkpoint_interval`` sequence numbers, stable with 2f+1 signed
   CHECKPOINTs; the log below the stable checkpoint is dropped. A replica that fell behind
   fetches committed certificates (a batch and 2f+1 commits) or, below the stable checkpoint,
@@ -51,6 +52,7 @@ HARD = "view"              # storage key of {"view", "active"}
 CKPT = "checkpoint"        # storage key of the stable checkpoint {"n", "d", "proof", "state"}
 LOG = "pbft"               # storage log of ["pp"|"prepared"|"committed", ...] records above it
 FUTURE_MAX = 256           # messages of a view not yet installed, kept until its NEW-VIEW comes
+TIMER_PROPOSE = "propose"  # primary: a partial batch leaves once the handlers due now have run
 
 PRIMARY, BACKUP, VIEW_CHANGING = "primary", "backup", "view_change"
 
@@ -65,11 +67,13 @@ class PBFTConfig(Tunables):
             "off. Larger batches make VIEW-CHANGE and NEW-VIEW messages larger")},
     )
     pipeline: int = dataclasses.field(
-        default=8,
+        default=32,
         metadata={"unit": "count", "doc": (
             "sequence numbers the primary has in flight beyond the last one it executed; "
-            "requests that arrive meanwhile wait and leave in one batch. More: more "
-            "concurrency; fewer: bigger batches under load")},
+            "requests that arrive meanwhile wait and leave in one batch (a full batch at once, "
+            "a partial one after the handlers due at that moment). More: more concurrency, "
+            "so less idle time between phases under load; fewer: bigger batches under "
+            "moderate load, and less for a view change to carry")},
     )
     checkpoint_interval: int = dataclasses.field(
         default=32,
@@ -110,9 +114,9 @@ class PBFTConfig(Tunables):
     client_retry: float = dataclasses.field(
         default=0.3,
         metadata={"unit": "s", "doc": (
-            "clients send every request to every replica and send it again this often until "
-            "f+1 replicas answered alike. Shorter: a lost request costs less; more traffic "
-            "while a view change runs")},
+            "clients send a request to the primary they believe current and f more replicas, "
+            "then, this often until f+1 replicas answered alike, to every replica. Shorter: a "
+            "silent primary or a lost request costs less; more traffic while a view change runs")},
     )
 
     def __post_init__(self) -> None:
@@ -257,8 +261,11 @@ class PBFT(ViewChange, Checkpoints, Core):
     def client_rule(cls, config: Tunables, nodes: list[str]) -> ClientRule:
         f = (len(nodes) - 1) // 3
         first = "client_accepts_first_reply" in config.bugs
+        # First to the primary and f more replicas: f+1 answer, and the other backups learn
+        # the requests from the pre-prepare; then to every replica (Castro & Liskov 4.1).
         return ClientRule(replies=1 if first else f + 1, broadcast=True, sign=True,
-                          retry=getattr(config, "client_retry", PBFTConfig.client_retry))
+                          retry=getattr(config, "client_retry", PBFTConfig.client_retry),
+                          first=f + 1)
 
     # -- small helpers -----------------------------------------------------------------------
     def primary(self, view: int) -> str:
@@ -298,8 +305,10 @@ class PBFT(ViewChange, Checkpoints, Core):
             self.send(p, type, body)
 
     def reply(self, handle: str, result: dict[str, Any]) -> None:
+        """Answer a client; ``primary`` names the primary of our view, where a client sends its
+        next requests first (lab/clientrule.py ``Targets``; the paper's reply carries the view)."""
         if self.faulty is None or self.faulty.may_reply():
-            self.ctx.reply(handle, result)
+            self.ctx.reply(handle, {**result, "primary": self.primary(self.view)})
 
     def drop(self, type: str, src: str, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -419,6 +428,8 @@ class PBFT(ViewChange, Checkpoints, Core):
                 self.start_view_change(self.view + 1)
         elif name == TIMER_FETCH:
             self.on_fetch_timer()
+        elif name == TIMER_PROPOSE:
+            self.maybe_propose(partial=True)
         elif self.faulty is not None:
             self.faulty.on_timer(name)
 
@@ -469,10 +480,18 @@ class PBFT(ViewChange, Checkpoints, Core):
                 "dropped": dict(self.dropped)}
 
     # -- normal case: primary --------------------------------------------------------------------
-    def maybe_propose(self) -> None:
+    def maybe_propose(self, partial: bool = False) -> None:
+        """Pre-prepare what the queue holds while the pipeline has room. A full batch leaves at
+        once; a partial one only with nothing else in flight, or ``partial`` (the zero-delay
+        TIMER_PROPOSE, which a runtime fires after the messages and requests already there):
+        under load a handler's request would otherwise leave alone, before the next ones, and
+        fill a sequence number of the pipeline with a batch of one."""
         queue, cfg = self.queue, self.config
         while (queue and self.is_primary and self.next_seq - 1 - self.last_exec < cfg.pipeline
                and (not self.watermarks or self.next_seq <= self.h + self.L)):
+            if len(queue) < cfg.batch_size and not partial and self.next_seq - 1 > self.last_exec:
+                self.arm(TIMER_PROPOSE, 0.0)
+                return
             rds = list(islice(queue, cfg.batch_size))
             batch = [queue.pop(rd) for rd in rds]
             n, v = self.next_seq, self.view
@@ -556,10 +575,14 @@ class PBFT(ViewChange, Checkpoints, Core):
                 if not self.valid_client(data, op.get("sig")):
                     return None
                 rd = m.digest_bytes(data)
-                # The client's own copy may still be on its way: when it comes, it is known.
+                # The client's own copy may still be on its way (or, sent first to the primary
+                # and f others, never come): when it comes, it is known; until the request is
+                # executed, our request timer watches the primary.
                 self.waiting.setdefault(rd, Waiting(op, None, self.ctx.now()))
                 if type(op.get("sig")) is bytes:
                     self.known[op["sig"]] = (rd, op)
+                if self.active and not self.is_primary:
+                    self.arm_request_timer()
             out.append(rd)
         return out
 

@@ -168,7 +168,9 @@ class Faulty:
 
     def on_request(self, client: str, op: dict[str, Any]) -> None:
         if self.has("wrong_reply") and not self.silent and isinstance(op, dict):
-            lie: dict[str, Any] = {"type": "ok"}
+            # Shaped like an honest reply (which names the primary), so that a lie about a
+            # write matches the truth and only made-up read values tell.
+            lie: dict[str, Any] = {"type": "ok", "primary": self.core.primary(self.core.view)}
             if op.get("f") == "read":
                 lie["value"] = f"lie-{op.get('client')}-{op.get('seq')}"
             self.ctx.reply(client, lie)
