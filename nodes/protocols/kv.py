@@ -39,7 +39,11 @@ _NO_FLOOR = -1 << 62         # a client's floor before any pruning: below every 
 
 def validate(op: Any) -> str | None:
     """Why ``op`` cannot be applied, or None when it can. Checked before an op enters a log."""
-    if not isinstance(op, dict):
+    if type(op) is dict:        # the common op first: a read, write or delete of a string key
+        f, key = op.get("f"), op.get("key")
+        if type(key) is str and (f == "write" or f == "read" or f == "delete"):
+            return None
+    elif not isinstance(op, dict):
         return "op is not a mapping"
     f, key = op.get("f"), op.get("key")
     if not isinstance(f, str) or f not in OPS:   # a list as `f` is unhashable
@@ -166,11 +170,12 @@ class KV:
 
     def apply(self, op: dict[str, Any]) -> dict[str, Any]:
         """Apply one op (a retry is answered from the table) and return its result."""
-        # dedup_key and _lookup written out: this runs for every entry on every replica.
+        # dedup_key, _lookup and _remember written out: this runs for every entry on every replica.
         client, seq = op.get("client"), op.get("seq")
-        if not (isinstance(client, str) and isinstance(seq, int) and not isinstance(seq, bool)):
-            return self._execute(op)
-        if seq < self.floor.get(client, _NO_FLOOR):
+        if (type(client) is not str or type(seq) is not int) and dedup_key(op) is None:
+            return self._execute(op)        # the exact types (all JSON gives) spare dedup_key
+        floor = self.floor
+        if floor and seq < floor.get(client, _NO_FLOOR):
             return EXPIRED
         table = self.sessions.get(client)
         if table is not None:
@@ -178,24 +183,30 @@ class KV:
             if seen is not None:
                 return seen
         result = self._execute(op)
-        self._remember(client, seq, result)
+        if table is None:
+            self.sessions[client] = {seq: result}
+        else:
+            table[seq] = result
+            if len(table) > DEDUP_WINDOW:
+                self._prune(client, table)
         return result
 
     def _execute(self, op: dict[str, Any]) -> dict[str, Any]:
-        f, key = op.get("f"), op.get("key")
-        if f == "read":
-            return {"type": "ok", "value": self.data.get(key)}
+        f = op.get("f")
         if f == "write":
-            self._set(key, op.get("value"))
+            self._set(op.get("key"), op.get("value"))
             return OK
+        if f == "read":
+            return {"type": "ok", "value": self.data.get(op.get("key"))}
         if f == "cas":
+            key = op.get("key")
             expected, new = op["value"]
             if self.data.get(key) != expected:
                 return CAS_MISMATCH
             self._set(key, new)
             return OK
         if f == "delete":
-            self.data.pop(key, None)
+            self.data.pop(op.get("key"), None)
             return OK
         return {"type": "fail", "error": f"unsupported op {f!r}"}
 
@@ -206,11 +217,8 @@ class KV:
         else:
             self.data[key] = value
 
-    def _remember(self, client: str, seq: int, result: dict[str, Any]) -> None:
-        table = self.sessions.setdefault(client, {})
-        table[seq] = result
-        if len(table) > DEDUP_WINDOW:
-            # Deterministic pruning (every replica prunes the same seqs): keep the newest half.
-            keep = sorted(table)[len(table) - DEDUP_WINDOW // 2:]
-            self.floor[client] = keep[0]
-            self.sessions[client] = {s: table[s] for s in keep}
+    def _prune(self, client: str, table: dict[int, dict[str, Any]]) -> None:
+        # Deterministic (every replica prunes the same seqs): keep the newest half.
+        keep = sorted(table)[len(table) - DEDUP_WINDOW // 2:]
+        self.floor[client] = keep[0]
+        self.sessions[client] = {s: table[s] for s in keep}

@@ -681,25 +681,30 @@ class Raft(Core):
         self._apply_committed()
 
     def _apply_committed(self, replay: bool = False) -> None:
-        trace, log = self.ctx.trace, self.log
-        while self.applied < self.commit:
-            self.applied += 1
-            i = self.applied
+        # Everything the loop touches is a local: it runs for every entry on every node.
+        i, commit = self.applied, self.commit
+        if i >= commit:
+            return
+        trace, reply, log, apply = self.ctx.trace, self.ctx.reply, self.log, self.kv.apply
+        proposed, pending = self.proposed, self.pending
+        while i < commit:
+            i += 1
+            self.applied = i
             term, encoded = log[i]
             if encoded is None:
                 continue        # a leader's no-op
-            command = None
-            if self.proposed:
-                mine = self.proposed.pop(i, None)
-                if mine is not None and mine[0] is encoded:
-                    command = mine[1]
+            mine = proposed.pop(i, None) if proposed else None
+            command = mine[1] if mine is not None and mine[0] is encoded else _decode(encoded)
             if command is None:
-                command = _decode(encoded)
-            result = self.kv.apply(command) if command else {"type": "fail", "error": "bad_command"}
+                result: dict[str, Any] = {"type": "fail", "error": "bad_command"}
+                f = key = None
+            else:
+                result = apply(command)
+                f, key = command.get("f"), command.get("key")
             if replay:
                 continue        # rebuilding after a restart: already traced and answered
-            trace("apply", data={"index": i, "term": term, "f": command.get("f") if command else None,
-                                 "key": command.get("key") if command else None})
-            client = self.pending.pop(i, None)
-            if client is not None:
-                self.ctx.reply(client, result)
+            trace("apply", data={"index": i, "term": term, "f": f, "key": key})
+            if pending:
+                client = pending.pop(i, None)
+                if client is not None:
+                    reply(client, result)
