@@ -160,17 +160,21 @@ class KV:
 
     def answered(self, op: dict[str, Any]) -> dict[str, Any] | None:
         """The remembered result of a retried op, or None if it was never applied."""
-        key = dedup_key(op)
-        return None if key is None else self._lookup(*key)
-
-    def _lookup(self, client: str, seq: int) -> dict[str, Any] | None:
+        client, seq = op.get("client"), op.get("seq")
+        if type(client) is not str or type(seq) is not int:     # the exact types spare dedup_key
+            key = dedup_key(op)
+            if key is None:
+                return None
+            client, seq = key
         if seq < self.floor.get(client, _NO_FLOOR):
             return EXPIRED
-        return self.sessions.get(client, {}).get(seq)
+        table = self.sessions.get(client)
+        return None if table is None else table.get(seq)
 
     def apply(self, op: dict[str, Any]) -> dict[str, Any]:
         """Apply one op (a retry is answered from the table) and return its result."""
-        # dedup_key, _lookup and _remember written out: this runs for every entry on every replica.
+        # The lookup of answered() and the table upkeep written out: this runs for every entry
+        # on every replica.
         client, seq = op.get("client"), op.get("seq")
         if (type(client) is not str or type(seq) is not int) and dedup_key(op) is None:
             return self._execute(op)        # the exact types (all JSON gives) spare dedup_key
