@@ -86,6 +86,18 @@ def encode_flat(op: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     (the common case, on the path of every write), written out by hand, with the command as
     a dict (what :func:`decode_command` makes of it: such values come back from JSON as they went in);
     None for any other op."""
+    g = op.get
+    client, f, key, seq = g("client"), g("f"), g("key"), g("seq")
+    if type(client) is str and type(f) is str and type(key) is str and type(seq) is int:
+        # The usual ops written out (a third cheaper than the loop below): a read with these
+        # four fields, or a write of an int with a fifth, "value", last in the canonical order.
+        head = f'{{"client":{_json_str(client)},"f":{_json_str(f)},"key":{_json_str(key)},"seq":{seq!r}'
+        if len(op) == 4:
+            return head + "}", {"client": client, "f": f, "key": key, "seq": seq}
+        value = g("value")
+        if type(value) is int and len(op) == 5:
+            return f'{head},"value":{value!r}}}', {"client": client, "f": f, "key": key, "seq": seq,
+                                                   "value": value}
     parts = []
     cmd = {}
     for key, head in _CMD_KEYS:

@@ -624,7 +624,9 @@ class Raft(Core):
 
     def maybe_commit(self) -> None:
         # The quorum-th highest match, the leader's own durable log counted as one.
-        matches = sorted([self.own_match(), *(pr.match for pr in self.progress.values())], reverse=True)
+        matches = [pr.match for pr in self.progress.values()]
+        matches.append(self.own_match())
+        matches.sort(reverse=True)
         n = matches[self.quorum - 1]
         # Figure 8: only an entry of our own term commits by counting replicas.
         if n > self.commit and (self.log[n][0] == self.term or self._bug_commit_previous):
