@@ -34,6 +34,14 @@ MAX_CALLBACKS = 100_000
 MAX_BATCH = 64              # submits in one frame: an agent takes 512 requests a loop iteration
 
 
+def _put_bounded(table: dict[int, Any], rid: int, callback: Any) -> None:
+    """Keep ``callback`` for request ``rid``; past MAX_CALLBACKS the oldest is dropped (its
+    answer, if it ever comes, finds no one)."""
+    if len(table) >= MAX_CALLBACKS:
+        table.pop(next(iter(table)))
+    table[rid] = callback
+
+
 class AgentClient:
     def __init__(self, endpoint: str, server_public: bytes, client_public: bytes, client_secret: bytes,
                  *, zctx: zmq.Context | None = None, name: str = "") -> None:
@@ -77,9 +85,7 @@ class AgentClient:
         return rid
 
     def _expect(self, rid: int, callback: Callback | None) -> None:
-        if len(self._callbacks) >= MAX_CALLBACKS:
-            self._callbacks.pop(next(iter(self._callbacks)))
-        self._callbacks[rid] = callback
+        _put_bounded(self._callbacks, rid, callback)
 
     def flush(self) -> None:
         """Send the batched submits, as one frame (the agent answers each on its own)."""
@@ -97,9 +103,7 @@ class AgentClient:
         """A client op; ``on_result`` gets the core's result dict (or ``{"type": "fail", "error": ...}``)."""
         rid = next(self._ids)
         self.batch.append({"op": "submit", "id": rid, "req": req})
-        if len(self._on_result) >= MAX_CALLBACKS:
-            self._on_result.pop(next(iter(self._on_result)))
-        self._on_result[rid] = on_result
+        _put_bounded(self._on_result, rid, on_result)
         return rid
 
     def forget(self, rid: int | None) -> None:
