@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from json.encoder import encode_basestring_ascii as _js_str
 from typing import Any
 
@@ -20,6 +21,14 @@ from typing import Any
 # not the per-message and per-request lines (send, recv, timer, request, reply): for benchmarks.
 LEVELS = ("all", "protocol", "none")
 PER_MESSAGE = frozenset({"send", "recv", "timer", "request", "reply"})
+
+
+def left_out(level: str, lines: Iterable[str]) -> list[str]:
+    """Which of the trace lines ``lines`` (``ev`` names) a trace at ``level`` does not hold, sorted."""
+    if level == "none":
+        return sorted(lines)
+    return sorted(PER_MESSAGE.intersection(lines)) if level == "protocol" else []
+
 # One encoder for every line: json.dumps with arguments builds a new encoder per call (3x slower).
 _encode = json.JSONEncoder(sort_keys=True, default=str).encode
 
