@@ -53,6 +53,9 @@ class ClosedLoopClients:
         self.attempt = [0] * clients     # token of the attempt in flight, 0 when none
         self.attempts = 0
         self.ok = self.failed = self.timeouts = self.redirects = 0
+        # Names made once: the driver runs for every op, inside the measured time.
+        self.key_names = [f"k{i}" for i in range(keys)]
+        self.client_names = [f"w{c}" for c in range(clients)]
 
     def start(self) -> None:
         for c in range(len(self.target)):
@@ -62,13 +65,15 @@ class ClosedLoopClients:
         if self.sim.now() >= self.until:
             self.pending[c] = None
             return
-        self.seq[c] += 1
-        key = f"k{self.rng.randrange(self.keys)}"
-        if self.rng.random() < self.read_ratio:
-            op = {"f": "read", "key": key}
+        seq = self.seq[c] = self.seq[c] + 1
+        rng = self.rng
+        key = self.key_names[rng.randrange(self.keys)]
+        # The same draws, and the same op (its keys in the same order), as ever: the traces too.
+        if rng.random() < self.read_ratio:
+            op = {"f": "read", "key": key, "client": self.client_names[c], "seq": seq}
         else:
-            op = {"f": "write", "key": key, "value": self.rng.randrange(1_000_000)}
-        op.update(client=f"w{c}", seq=self.seq[c])
+            op = {"f": "write", "key": key, "value": rng.randrange(1_000_000), "client": self.client_names[c],
+                  "seq": seq}
         self.pending[c] = op
         self._send(c)
 
