@@ -1,7 +1,8 @@
 """Every checker by name, and running a scenario's checks against what it expects.
 
 Each checker module keeps its own ``CHECKS`` dict (and ``PARAMS`` for checks that take
-parameters); they are imported lazily. A module names the protocols its checks belong
+parameters, ``TRACE_LINES`` for the trace lines each check reads: a run at a trace level
+that leaves some of them out gets ``unknown`` from that check); they are imported lazily. A module names the protocols its checks belong
 to in ``PROTOCOLS``; one that does not (``linearizable``) serves every protocol. Check
 names are scoped by protocol: Paxos's ``agreement`` and PBFT's ``agreement`` are two
 checkers, and a scenario gets the one of its own protocol.
