@@ -141,12 +141,12 @@ def measure(protocol: str, *, seconds: float = 30.0, clients: int = 20, think: f
     sim.run_until(seconds + 0.5)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0      # on a busy machine this is the steadier figure
-    trace = sim.trace_events()
-    events = len(trace)
+    lines = sim.trace_events()
+    events = len(lines)
     # What a run adds to get its trace.jsonl: not in sim_per_wall (kept comparable across days).
     t1, c1 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
-        write_trace(trace, os.path.join(tmp, "trace.jsonl"))
+        write_trace(lines, os.path.join(tmp, "trace.jsonl"))
     written_wall, written_cpu = wall + time.perf_counter() - t1, cpu + time.process_time() - c1
     return {"protocol": protocol, "trace_level": trace, "nodes": 5, "clients": clients, "think_s": think,
             "sim_seconds": seconds + 0.5,

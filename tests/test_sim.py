@@ -633,8 +633,14 @@ def test_bench_drives_a_closed_loop_without_timeouts():
         from bench.sim_bench import measure
     finally:
         sys.path.remove(str(ROOT))
-    out = measure("raft" if raft_available() else "register", seconds=1.0, clients=4)
+    protocol = "raft" if raft_available() else "register"
+    out = measure(protocol, seconds=1.0, clients=4)
     assert out["ops_ok"] > 50 and out["timeouts"] == 0 and out["sim_per_wall"] > 0
+    assert out["trace_level"] == "all"
+    lean = measure(protocol, seconds=1.0, clients=4, trace="protocol")
+    # The same run, fewer lines; the row says which level it used (a string, not the events).
+    assert lean["trace_level"] == "protocol" and lean["ops_ok"] == out["ops_ok"]
+    assert 0 < lean["trace_events"] < out["trace_events"]
 
 
 # -- scale ------------------------------------------------------------------------------------------
