@@ -389,6 +389,9 @@ def run_scenario(scenario: Scenario, backend_kind: str = "sim", seed: int | None
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     resolved = report.resolved_scenario(scenario, seed, backend_kind)
+    level = getattr(backend, "trace_level", "all")
+    if level != "all":      # the checks must know what the trace leaves out (checks/registry.py)
+        resolved["trace"] = level
     if write:   # the evidence first: a checker that hangs or crashes still leaves it
         report.write_data(run_dir, resolved, trace, history.events, final, logs)
     result = judge(scenario, backend_kind, seed, run_dir, resolved, trace, history.events, final,

@@ -44,6 +44,7 @@ from lab.targets import REST_USE
 from lab.targets import SYMBOLS as TARGET_SYMBOLS
 from nodes import protocols
 from nodes.protocols.core import ConfigValueError, Core, NodesError, build_config
+from nodes.tracelog import LEVELS
 from nodes.units import (
     format_duration,
     parse_bitrate,
@@ -55,7 +56,7 @@ from nodes.units import (
 
 TOP_KEYS = ("name", "description", "protocol", "nodes", "config", "network", "workload",
             "faults", "checks", "expect", "seed", "settle",
-            "backend", "source")   # the last two: what a run directory's scenario.yaml adds
+            "backend", "source", "trace")   # the last three: what a run directory's scenario.yaml adds
 BACKENDS = ("sim", "local", "docker")
 DISTRIBUTIONS = ("constant", "uniform", "exponential")
 VERDICTS = ("holds", "violated")
@@ -396,6 +397,8 @@ class _Loader:
             opt["source"].str_(what="a file name")
         if "backend" in opt:
             opt["backend"].choice(BACKENDS)
+        if "trace" in opt:
+            opt["trace"].choice(LEVELS)
         protocol = self.protocol_name = self.protocol(top["protocol"])
         nodes = self.nodes(top["nodes"])
         self.names = [n.name for n in nodes]

@@ -13,13 +13,22 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from json.encoder import encode_basestring_ascii as _js_str
 from typing import Any
 
 # all: everything. protocol: what the core traces (state, commit, apply...), drops and logs, but
 # not the per-message and per-request lines (send, recv, timer, request, reply): for benchmarks.
 LEVELS = ("all", "protocol", "none")
-_PER_MESSAGE = frozenset({"send", "recv", "timer", "request", "reply"})
+PER_MESSAGE = frozenset({"send", "recv", "timer", "request", "reply"})
+
+
+def left_out(level: str, lines: Iterable[str]) -> list[str]:
+    """Which of the trace lines ``lines`` (``ev`` names) a trace at ``level`` does not hold, sorted."""
+    if level == "none":
+        return sorted(lines)
+    return sorted(PER_MESSAGE.intersection(lines)) if level == "protocol" else []
+
 # One encoder for every line: json.dumps with arguments builds a new encoder per call (3x slower).
 _encode = json.JSONEncoder(sort_keys=True, default=str).encode
 
@@ -161,7 +170,7 @@ class TraceWriter:
 
     def event(self, ev: str, ts: float, lc: int, **fields: Any) -> None:
         """Any other event: ``timer``, ``state``, ``commit``, ``request``, ``reply``, ``log``..."""
-        if not self.enabled or (not self.messages and ev in _PER_MESSAGE):
+        if not self.enabled or (not self.messages and ev in PER_MESSAGE):
             return
         data = fields.get("data") if len(fields) == 1 else None
         if type(data) is dict and len(data) == 2 and "client" in data:
@@ -207,7 +216,7 @@ class TraceWriter:
             # Plans are made only for events the level keeps: a cached one needs no level check.
             plan = self._plans.get((ev, keys))
             if plan is None and (ev, keys) not in self._plans:
-                if not self.enabled or (not self.messages and ev in _PER_MESSAGE):
+                if not self.enabled or (not self.messages and ev in PER_MESSAGE):
                     return
                 plan = self._plan(ev, keys, data)
             if plan is not None:
@@ -217,7 +226,7 @@ class TraceWriter:
                         self._by_ev[ev] = plan
                     self._buf.append(line)
                     return
-        if not self.enabled or (not self.messages and ev in _PER_MESSAGE):
+        if not self.enabled or (not self.messages and ev in PER_MESSAGE):
             return
         self._generic(ev, ts, lc, core_fields(fields))
 

@@ -37,12 +37,16 @@ def faults(sim: SimBackend) -> None:
     at(5.5, lambda: sim.set_cuts(frozenset()))
 
 
-def main(seed: int, out: str) -> None:
+def run(seed: int, trace: str | None = None, send_window: float | None = None) -> SimBackend:
+    """The faulty run of ``seed``, at trace level ``trace`` (default: ZLAB_TRACE, else all),
+    run to its end; ``send_window`` overrides the simulator's."""
     protocol = "raft" if protocol_available("raft") else "register"
     scenario = Scenario(name="determinism", protocol=protocol, nodes=[NodeSpec(n) for n in NODES],
                         network=NetworkSpec(default=LinkParams(delay=0.003, jitter=0.002, loss=0.02,
                                                                duplicate=0.02, reorder=0.05)))
-    sim = SimBackend(scenario, seed, "/nonexistent")
+    sim = SimBackend(scenario, seed, "/nonexistent", trace=trace)
+    if send_window is not None:
+        sim.send_window = send_window
     sim.start()
     faults(sim)
     if protocol == "raft":
@@ -54,7 +58,11 @@ def main(seed: int, out: str) -> None:
             op = {"f": "echo", "peer": dst} if i % 3 else {"f": "write", "value": i}
             sim.call_at(i * 0.01, lambda s=src, o=op: sim.submit(s, o, lambda r: None))
     sim.run_until(7.0)
-    write_trace(sim.trace_events(), out)
+    return sim
+
+
+def main(seed: int, out: str) -> None:
+    write_trace(run(seed).trace_events(), out)
 
 
 if __name__ == "__main__":

@@ -460,13 +460,13 @@ def test_core_exceptions_propagate_with_where_and_when():
     assert gc.get_threshold() == thresholds         # the loop's setting does not outlive it
 
 
-def test_the_loop_skips_full_collections_and_puts_the_setting_back():
+def test_the_loop_collects_only_the_youngest_generation_and_puts_the_setting_back():
     sim = make()
     seen = []
     sim.call_at(0.5, lambda: seen.append(gc.get_threshold()))
     thresholds = gc.get_threshold()
     sim.run_until(1.0)
-    assert seen[0][:2] == thresholds[:2] and seen[0][2] > 1_000_000 and gc.get_threshold() == thresholds
+    assert seen[0][0] == thresholds[0] and min(seen[0][1:]) > 1_000_000 and gc.get_threshold() == thresholds
 
 
 # -- Lamport clocks ---------------------------------------------------------------------------
@@ -633,8 +633,14 @@ def test_bench_drives_a_closed_loop_without_timeouts():
         from bench.sim_bench import measure
     finally:
         sys.path.remove(str(ROOT))
-    out = measure("raft" if raft_available() else "register", seconds=1.0, clients=4)
+    protocol = "raft" if raft_available() else "register"
+    out = measure(protocol, seconds=1.0, clients=4)
     assert out["ops_ok"] > 50 and out["timeouts"] == 0 and out["sim_per_wall"] > 0
+    assert out["trace_level"] == "all"
+    lean = measure(protocol, seconds=1.0, clients=4, trace="protocol")
+    # The same run, fewer lines; the row says which level it used (a string, not the events).
+    assert lean["trace_level"] == "protocol" and lean["ops_ok"] == out["ops_ok"]
+    assert 0 < lean["trace_events"] < out["trace_events"]
 
 
 # -- scale ------------------------------------------------------------------------------------------

@@ -387,6 +387,11 @@ def nonblocking(data: RunData) -> Verdict:
     return Verdict("nonblocking", VIOLATED, detail, out)
 
 PROTOCOLS = ("twopc", "threepc")     # whose checks these are (lab/checks/registry.py)
+# What the clients were told comes from the request and reply lines (_requests, _outcomes).
+TRACE_LINES = {"atomicity": frozenset({"state", "log", "request", "reply"}),
+               "conservation": frozenset({"apply"}),
+               "no_commit_after_abort": frozenset({"state", "log", "request", "reply"}),
+               "nonblocking": frozenset({"state", "log", "fault"})}
 CHECKS: dict[str, Checker] = {
     "atomicity": atomicity,
     "conservation": conservation,

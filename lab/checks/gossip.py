@@ -132,6 +132,8 @@ def no_resurrection(run: RunData) -> Verdict:
 
 PROTOCOLS = ("gossip",)     # whose checks these are (lab/checks/registry.py)
 
+TRACE_LINES = {"eventual_delivery": frozenset(), "convergence": frozenset(),   # history, final.json
+               "no_resurrection": frozenset({"apply"})}
 CHECKS: dict[str, Checker] = {
     "eventual_delivery": eventual_delivery,
     "convergence": convergence,

@@ -387,6 +387,7 @@ def check_history_file(path: str | Path, model: str = "kv", time_limit: float = 
 
 
 CHECKS = {NAME: check}
+TRACE_LINES = {NAME: frozenset()}       # the history and the final reads only: any trace level
 PARAMS = {NAME: {"time_limit": ("s", "how long the search may take before it answers unknown "
                                      "(exit 2); default 30s, or zlab's --time-limit")}}
 

@@ -178,6 +178,9 @@ def decided(run: RunData) -> Verdict:
 
 
 PROTOCOLS = ("paxos", "multipaxos")     # whose checks these are (lab/checks/registry.py)
+TRACE_LINES = {"agreement": frozenset({"commit", "state"}),
+               "validity": frozenset({"commit", "state", "request"}),   # what clients asked
+               "decided": frozenset({"commit", "state"})}
 CHECKS: dict[str, Checker] = {
     "agreement": agreement,
     "validity": validity,

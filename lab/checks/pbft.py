@@ -143,6 +143,8 @@ def progress(run: RunData) -> Verdict:
 
 
 PROTOCOLS = ("pbft",)     # whose checks these are (lab/checks/registry.py)
+TRACE_LINES = dict.fromkeys(("agreement", "committed_survives_view_change", "progress"),
+                            frozenset({"state", "commit", "log", "fault"}))
 CHECKS: dict[str, Checker] = {
     "agreement": agreement,
     "committed_survives_view_change": committed_survives_view_change,

@@ -200,3 +200,5 @@ CHECKS: dict[str, Checker] = {
     "leader_completeness": leader_completeness,
     "state_machine_safety": state_machine_safety,
 }
+# The trace lines (``ev``) each check reads: what a trace level must keep for it (registry.py).
+TRACE_LINES = dict.fromkeys(CHECKS, frozenset({"state", "commit"}))

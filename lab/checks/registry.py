@@ -1,7 +1,8 @@
 """Every checker by name, and running a scenario's checks against what it expects.
 
 Each checker module keeps its own ``CHECKS`` dict (and ``PARAMS`` for checks that take
-parameters); they are imported lazily. A module names the protocols its checks belong
+parameters, ``TRACE_LINES`` for the trace lines each check reads: a run at a trace level
+that leaves some of them out gets ``unknown`` from that check); they are imported lazily. A module names the protocols its checks belong
 to in ``PROTOCOLS``; one that does not (``linearizable``) serves every protocol. Check
 names are scoped by protocol: Paxos's ``agreement`` and PBFT's ``agreement`` are two
 checkers, and a scenario gets the one of its own protocol.
@@ -17,11 +18,15 @@ from typing import Any
 from lab.checks.base import HOLDS, UNKNOWN, VIOLATED, Checker, Params, RunData, Verdict
 from lab.errors import ConfigError
 from nodes.protocols.core import convert
+from nodes.tracelog import LEVELS, left_out
 
 MODULES = ("lab.checks.raft", "lab.checks.linearizable", "lab.checks.commit", "lab.checks.paxos",
            "lab.checks.pbft", "lab.checks.swim", "lab.checks.gossip")
 
 EXIT_OK, EXIT_DIFFERS, EXIT_UNKNOWN = 0, 1, 2
+# What a check no TRACE_LINES declares is taken to read: every kind of line (docs/trace.md).
+ALL_LINES = frozenset({"send", "recv", "drop", "timer", "state", "commit", "apply", "request", "reply",
+                       "fault", "log"})
 
 
 def _scoped(attribute: str, protocol: str | None) -> dict[str, Any]:
@@ -42,6 +47,12 @@ def _scoped(attribute: str, protocol: str | None) -> dict[str, Any]:
 def all_checks(protocol: str | None = None) -> dict[str, Checker]:
     """Name -> checker for ``protocol`` (every registered name when None)."""
     return _scoped("CHECKS", protocol)
+
+
+def trace_lines(protocol: str | None = None) -> dict[str, frozenset[str]]:
+    """Check name -> the trace lines (``ev`` names) it reads, as its module declares them in
+    ``TRACE_LINES``; a check its module says nothing of is taken to read them all."""
+    return _scoped("TRACE_LINES", protocol)
 
 
 def all_params(protocol: str | None = None) -> Params:
@@ -112,7 +123,18 @@ def run_checks(names: Iterable[str], data: RunData,
             raise ConfigError(f"expect.{name} must be holds or violated, got {want!r}")
     verdicts = []
     params = params or {}
+    # A run's scenario.yaml names its trace level when it is not `all` (runner.py): a check that
+    # reads lines that level leaves out cannot decide, and must not pass or fail on their absence.
+    level = data.scenario.get("trace", "all")
+    if level not in LEVELS:
+        raise ConfigError(f"trace must be one of {', '.join(LEVELS)}, got {level!r}")
+    reads = trace_lines(data.scenario.get("protocol")) if level != "all" else {}
     for name in names:
+        missing = left_out(level, reads.get(name, ALL_LINES)) if level != "all" else []
+        if missing:
+            verdicts.append(Verdict(name, UNKNOWN, f"reads the trace's {', '.join(missing)} lines, which "
+                                    f"trace level {level} leaves out (run it with ZLAB_TRACE=all)"))
+            continue
         try:
             v = known[name](dataclasses.replace(data, params=dict(params.get(name, {}))))
         except Exception as e:  # noqa: BLE001 - a crashing checker decides nothing; say why

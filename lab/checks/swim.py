@@ -372,3 +372,4 @@ def accuracy(name: str, swim: SwimRun, window: float) -> Verdict:
 
 PROTOCOLS = ("swim",)     # whose checks these are (lab/checks/registry.py)
 CHECKS: dict[str, Checker] = {"completeness": completeness, "accuracy": accuracy}
+TRACE_LINES = dict.fromkeys(CHECKS, frozenset({"state", "fault"}))

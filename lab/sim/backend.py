@@ -32,6 +32,7 @@ from __future__ import annotations
 import gc
 import heapq
 import operator
+import os
 import random
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -47,7 +48,7 @@ from nodes.protocols import get as get_protocol
 from nodes.protocols.core import ConfigValueError, Core, Tunables, build_config
 from nodes.signing import CLIENTS, ClientSigner, Keyring, sim_keys
 from nodes.storage import MemoryStorage
-from nodes.tracelog import core_fields
+from nodes.tracelog import LEVELS, PER_MESSAGE, core_fields
 
 UP, PAUSED, DOWN = "up", "paused", "down"
 _NO_FULL_COLLECTION = 1 << 30       # gc threshold of the oldest generation while the loop runs
@@ -102,6 +103,8 @@ class SimContext:
         self.rng = random.Random(f"{sim.seed}/node/{slot.name}/{slot.incarnation}")
         self.keys = sim._keyring(slot.name)
         self._events = sim._events
+        if not sim._messages:           # a lighter trace level: the same clock, fewer lines
+            self.trace = self._trace_some     # type: ignore[method-assign]
 
     def now(self) -> float:
         return self._sim._now
@@ -148,6 +151,14 @@ class SimContext:
         lc = slot.lc = slot.lc + 1
         self._events.append(core_fields(fields, {"ts": self._sim._ts, "node": self.node, "lc": lc, "ev": ev}))
 
+    def _trace_some(self, ev: str, **fields: Any) -> None:
+        """:meth:`trace` at level ``protocol`` or ``none``: the clock ticks for every event, as at
+        ``all``, so the lines kept are exactly those of ``all``'s trace of the same seed."""
+        slot = self._slot
+        lc = slot.lc = slot.lc + 1
+        if self._sim._tracing and ev not in PER_MESSAGE:
+            self._events.append(core_fields(fields, {"ts": self._sim._ts, "node": self.node, "lc": lc, "ev": ev}))
+
 
 class SimBackend(Backend):
     kind = "sim"
@@ -161,9 +172,19 @@ class SimBackend(Backend):
     persist_delay = 0.0
 
     def __init__(self, scenario: Scenario, seed: int, workdir: str, *,
-                 core: type[Core] | None = None) -> None:
-        """``core`` overrides the registry's class for ``scenario.protocol`` (test cores, variants)."""
+                 core: type[Core] | None = None, trace: str | None = None) -> None:
+        """``core`` overrides the registry's class for ``scenario.protocol`` (test cores, variants).
+        ``trace`` is the trace level (:data:`nodes.tracelog.LEVELS`; default ``ZLAB_TRACE``, else
+        ``all``): ``protocol`` leaves out the send, recv, timer, request and reply lines, ``none``
+        every line. Every level runs the same schedule and the same Lamport clocks: a lighter
+        level's trace is ``all``'s trace of the seed with those lines taken out (docs/sim.md)."""
         super().__init__(scenario, seed, workdir)
+        level = os.environ.get("ZLAB_TRACE", "all") if trace is None else trace
+        if level not in LEVELS:
+            raise ConfigError(f"trace level {level!r}: must be one of {', '.join(LEVELS)} (ZLAB_TRACE)")
+        self.trace_level = level
+        self._messages = level == "all"         # send, recv, timer, request and reply lines
+        self._tracing = level != "none"         # any line
         try:
             self._core_cls = core or get_protocol(scenario.protocol)
         except KeyError as e:
@@ -235,10 +256,12 @@ class SimBackend(Backend):
             return True
         # A run keeps every trace event, millions of live objects; the full collections Python
         # starts as the heap grows would walk them all again and again (a third of a loaded run),
-        # though none is garbage. The young generations are still collected as usual; the old
-        # one after the run, as the threshold is put back.
+        # though none is garbage. Nor is what outlives a young collection, mostly: a trace event,
+        # a log entry. So only the youngest generation is collected as usual (the cycles a handler
+        # makes and drops); the middle one, whose collections walked every event once more (about
+        # 6% of a saturated run), and the old one wait until after the run, as the thresholds are put back.
         thresholds = gc.get_threshold()
-        gc.set_threshold(thresholds[0], thresholds[1], _NO_FULL_COLLECTION)
+        gc.set_threshold(thresholds[0], _NO_FULL_COLLECTION, _NO_FULL_COLLECTION)
         try:
             return self._loop(t, done)
         finally:
@@ -323,34 +346,29 @@ class SimBackend(Backend):
     def _lose_recent_sends(self, slot: _Node) -> None:
         """The sends of ``slot``'s last ``send_window`` that have not arrived die with it.
 
-        Found from the trace's tail (events are appended in time order), so a send costs
-        nothing extra; a message that arrived already is not taken back."""
+        Found on the heap, where each message and reply waits with the time it left (so a send
+        costs nothing extra, and no trace level needs the send lines); a message that arrived
+        already is not taken back, one of two duplicated copies still on its way is."""
         if self.send_window <= 0:
             return
         cutoff = round(self._now - self.send_window, 6)
         name = slot.name
-        gone: list[dict[str, Any]] = []
-        for ev in reversed(self._events):
-            if ev["ts"] < cutoff:
-                break
-            if ev["node"] != name:
-                continue
-            if ev["ev"] == "send":
-                gone.append(ev)
-            elif ev["ev"] == "reply":
-                self._lost_replies.add(ev["data"]["client"])
-        if not gone:
-            return
-        deliver = self._deliver
-        on_way = {args[2] for _, _, fn, args in self._heap if fn == deliver}
-        for ev in reversed(gone):
-            if ev["mid"] in on_way:         # not arrived yet: it never left
-                self._lost.add(ev["mid"])
-                slot.lc += 1
-                self._events.append({"ts": self._ts, "node": name, "lc": slot.lc,
-                                     "ev": "drop", "mid": ev["mid"], "type": ev["type"],
-                                     "peer": ev["peer"], "data": {"reason": "sender_crashed"}})
-                self.counters["dropped"] += 1
+        deliver, answer = self._deliver, self._answer
+        gone: dict[int, tuple[Any, ...]] = {}
+        for _, _, fn, args in self._heap:
+            if fn == deliver:
+                if args[1] == name and args[6] >= cutoff:
+                    gone[args[2]] = args
+            elif fn == answer and args[3] == name and args[4] >= cutoff:
+                self._lost_replies.add(args[0])
+        for mid in sorted(gone):            # in the order they were sent
+            dst, _, _, type = gone[mid][:4]
+            self._lost.add(mid)
+            slot.lc += 1
+            if self._tracing:
+                self._events.append({"ts": self._ts, "node": name, "lc": slot.lc, "ev": "drop", "mid": mid,
+                                     "type": type, "peer": dst.name, "data": {"reason": "sender_crashed"}})
+            self.counters["dropped"] += 1
 
     def restart(self, node: str) -> None:
         slot = self._slot(node)
@@ -468,39 +486,45 @@ class SimBackend(Backend):
         lc = slot.lc = slot.lc + 1
         now, ts = self._now, self._ts
         src = slot.name
-        self._events.append({"ts": ts, "node": src, "lc": lc, "ev": "send", "mid": mid, "type": type, "peer": dst})
+        if self._messages:
+            self._events.append({"ts": ts, "node": src, "lc": lc, "ev": "send", "mid": mid, "type": type,
+                                 "peer": dst})
         self.counters["sent"] += 1
         reason, arrivals = self.network.transmit(src, dst, now, len(payload))
         if reason is not None:
             lc = slot.lc = lc + 1
-            self._events.append({"ts": ts, "node": src, "lc": lc, "ev": "drop", "mid": mid, "type": type,
-                                 "peer": dst, "data": {"reason": reason}})
+            if self._tracing:
+                self._events.append({"ts": ts, "node": src, "lc": lc, "ev": "drop", "mid": mid, "type": type,
+                                     "peer": dst, "data": {"reason": reason}})
             self.counters["dropped"] += 1
             return
         heap = self._heap
         push = heapq.heappush
-        msg = (target, src, mid, type, payload, lc)
+        msg = (target, src, mid, type, payload, lc, ts)     # ts: when it left (a crash's window)
         for arrival in arrivals:
             self._seq += 1
             push(heap, (arrival, self._seq, self._deliver, msg))
 
-    def _deliver(self, target: _Node, src: str, mid: int, type: str, payload: bytes, lc: int) -> None:
+    def _deliver(self, target: _Node, src: str, mid: int, type: str, payload: bytes, lc: int,
+                 sent: float) -> None:
         if self._lost and mid in self._lost:
             return                      # its drop was traced when its sender crashed
         state = target.state
         if state is not UP:
+            msg = (target, src, mid, type, payload, lc, sent)
             if state is PAUSED:
-                target.held.append((self._deliver, (target, src, mid, type, payload, lc)))
+                target.held.append((self._deliver, msg))
             else:
-                self._drop_at(target, (target, src, mid, type, payload, lc), "node_down")
+                self._drop_at(target, msg, "node_down")
             return
         core = target.core
         if type not in core.message_types:
-            self._drop_at(target, (target, src, mid, type, payload, lc), "unknown_type")
+            self._drop_at(target, (target, src, mid, type, payload, lc, sent), "unknown_type")
             return
         lc = target.lc = (lc if lc > target.lc else target.lc) + 1
-        self._events.append({"ts": self._ts, "node": target.name, "lc": lc, "ev": "recv",
-                             "mid": mid, "type": type, "peer": src})
+        if self._messages:
+            self._events.append({"ts": self._ts, "node": target.name, "lc": lc, "ev": "recv",
+                                 "mid": mid, "type": type, "peer": src})
         self.counters["delivered"] += 1
         try:
             core.handle_message(src, type, _unpack(payload))
@@ -513,10 +537,11 @@ class SimBackend(Backend):
 
     def _drop_at(self, target: _Node, msg: tuple[Any, ...], reason: str) -> None:
         """A message that reached ``target`` but was not taken in: traced where it died."""
-        _, src, mid, type, _, _ = msg
+        _, src, mid, type = msg[:4]
         target.lc += 1
-        self._events.append({"ts": self._ts, "node": target.name, "lc": target.lc, "ev": "drop",
-                             "mid": mid, "type": type, "peer": src, "data": {"reason": reason}})
+        if self._tracing:
+            self._events.append({"ts": self._ts, "node": target.name, "lc": target.lc, "ev": "drop",
+                                 "mid": mid, "type": type, "peer": src, "data": {"reason": reason}})
         self.counters["dropped"] += 1
 
     def _wake(self, slot: _Node, name: str, seq: int) -> None:
@@ -545,8 +570,9 @@ class SimBackend(Backend):
         del slot.timers[name]
         del slot.due[name]
         slot.lc += 1
-        self._events.append({"ts": self._ts, "node": slot.name, "lc": slot.lc, "ev": "timer",
-                             "type": name})
+        if self._messages:
+            self._events.append({"ts": self._ts, "node": slot.name, "lc": slot.lc, "ev": "timer",
+                                 "type": name})
         self.counters["timers"] += 1
         self._run(slot, slot.core.handle_timer, (name,))
 
@@ -558,20 +584,28 @@ class SimBackend(Backend):
             return              # a down node never answers; the runner times the op out
         self._clients[handle] = (on_result, slot.name)
         op = _unpack(op_bytes)
-        slot.ctx.trace("request", client=handle, op=_unpack(op_bytes))
+        if self._messages:
+            slot.ctx.trace("request", client=handle, op=_unpack(op_bytes))
+        else:
+            slot.lc += 1                # the line is left out, not the tick of the clock
         self.counters["requests"] += 1
         self._run(slot, slot.core.handle_request, (handle, op))
 
     def _reply(self, slot: _Node, client: str, result: dict[str, Any]) -> None:
         payload = self._encode(result, f"{slot.name}'s reply")
-        slot.ctx.trace("reply", client=client, result=_unpack(payload))
+        if self._messages:
+            slot.ctx.trace("reply", client=client, result=_unpack(payload))
+        else:
+            slot.lc += 1
         entry = self._clients.pop(client, None)
         if entry is None:
             return              # answered already, or its node crashed since: the client is gone
         self.counters["replies"] += 1
-        self._push(self._now + self._client_delay, self._answer, (client, entry[0], payload))
+        # The node and the time it answered: a crash in the next send_window takes it back.
+        self._push(self._now + self._client_delay, self._answer, (client, entry[0], payload, slot.name, self._ts))
 
-    def _answer(self, client: str, on_result: Callable[[dict[str, Any]], None], payload: bytes) -> None:
+    def _answer(self, client: str, on_result: Callable[[dict[str, Any]], None], payload: bytes,
+                node: str, sent: float) -> None:
         if self._lost_replies and client in self._lost_replies:
             return                      # its node crashed before it left
         on_result(_unpack(payload))

@@ -127,6 +127,9 @@ def decode_command(encoded: str) -> dict[str, Any] | None:
             op = json.loads(encoded)
         except ValueError:
             return None
+    if type(op) is dict and type(op.get("key")) is str and ((f := op.get("f")) == "write" or f == "read"
+                                                          or f == "delete"):
+        return op           # validate's first case, without the call: on every entry of every node
     return op if validate(op) is None else None
 
 
@@ -198,7 +201,15 @@ class KV:
             seen = table.get(seq)
             if seen is not None:
                 return seen
-        result = self._execute(op)
+        # _execute's two common ops written out: one call less for every entry on every replica.
+        f = op.get("f")
+        if f == "read":
+            result = {"type": "ok", "value": self.data.get(op.get("key"))}
+        elif f == "write" and (value := op.get("value")) is not None:
+            self.data[op.get("key")] = value
+            result = OK
+        else:
+            result = self._execute(op)
         if table is None:
             self.sessions[client] = {seq: result}
         else:
