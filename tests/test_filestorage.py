@@ -61,16 +61,22 @@ def test_int_map_keys_survive(tmp_path):
     assert FileStorage(str(tmp_path)).get("votes") == {1: "n1", 2: "n3"}
 
 
-def test_every_torn_tail_recovers_the_good_prefix(tmp_path):
-    src = tmp_path / "src"
-    s = FileStorage(str(src))
+def _one_put_then_one_append(src, **kw) -> tuple[bytes, int, int]:
+    """A WAL of a flushed put and then a flushed append: (the file, where the append's record
+    starts, where the log ends)."""
+    s = FileStorage(str(src), **kw)
     s.put("a", 1)
     s.flush()
     good = s.size
     s.log_append("log", [{"big": "x" * 50}])
     s.flush()
     s.close()
-    data = (src / "wal").read_bytes()[:s.size]      # the log, without the zeros preallocated after it
+    return (src / "wal").read_bytes(), good, s.size
+
+
+def test_every_torn_tail_recovers_the_good_prefix(tmp_path):
+    data, good, end = _one_put_then_one_append(tmp_path / "src")
+    data = data[:end]                   # the log, without the zeros preallocated after it
     for cut in range(good, len(data)):           # every way the last write could be torn
         d = tmp_path / f"cut{cut}"
         d.mkdir()
@@ -198,17 +204,9 @@ def test_growing_past_the_zeros_allocates_more(tmp_path):
 def test_torn_record_in_the_zeros_is_cut(tmp_path):
     """A write cut inside the preallocated zeros: whatever part of the record reached the disk
     (its header only, a middle, its end) is cut, and the log goes on from the good prefix."""
-    src = tmp_path / "src"
-    s = FileStorage(str(src), prealloc=4096)
-    s.put("a", 1)
-    s.flush()
-    good = s.size
-    s.log_append("log", [{"big": "x" * 50}])
-    s.flush()
-    s.close()
-    data = (src / "wal").read_bytes()
-    record = data[good:s.size]
-    zeros = b"\0" * (len(data) - s.size)
+    data, good, end = _one_put_then_one_append(tmp_path / "src", prealloc=4096)
+    record = data[good:end]
+    zeros = b"\0" * (len(data) - end)
     torn = {"header only": record[:8] + b"\0" * (len(record) - 8),
             "no header": b"\0" * 8 + record[8:],
             "a middle": b"\0" * 20 + record[20:40] + b"\0" * (len(record) - 40)}
