@@ -16,8 +16,9 @@ Writes are buffered until :meth:`FileStorage.flush`, which does one ``write`` an
 one sync for everything since the last flush: the agent calls it once per
 event-loop iteration (group commit), before any message or reply leaves.
 
-The file is kept ``prealloc`` bytes of zeros ahead of the log's end (written zeros,
-not ``fallocate``'s unwritten extents), and a flush writes into them and syncs with
+The file is kept zeros ahead of the log's end (written zeros, not ``fallocate``'s
+unwritten extents; each step as much as the log holds, 64 KiB to ``prealloc``, so a
+node that writes little writes few zeros), and a flush writes into them and syncs with
 ``fdatasync``: the file's size and blocks do not change, so the sync is the data and
 a cache flush, without an ext4 journal commit (about half the time of an appending
 ``fsync`` on this project's VM disk). Only the flush that grows the allocation commits
@@ -42,9 +43,12 @@ from nodes.wire import packb
 
 _HEADER = struct.Struct("<II")
 _MAX_RECORD = 256 * 1024 * 1024   # a length above this is garbage, not a record
-# Zeros written ahead of the log's end (see the module doc). A step costs one write of this
-# many zeros and a sync of them: about 1.5 ms for 1 MiB here, which holds 7,000-15,000 Raft writes.
+# Zeros written ahead of the log's end (see the module doc), at most this many a step. A step
+# costs one write of the zeros and a sync of them: about 1.5 ms for 1 MiB here, which holds
+# 7,000-15,000 Raft writes. The first steps are smaller (the log's size, from _MIN_STEP up), so
+# the many nodes of a large lab that write little do not each write a whole PREALLOC of zeros.
 PREALLOC = 1 << 20
+_MIN_STEP = 64 << 10
 _sync_data = getattr(os, "fdatasync", os.fsync)     # no fdatasync (macOS): fsync
 
 
@@ -185,14 +189,15 @@ class FileStorage:
         self._pending.clear()
         end = self._size + len(data)
         grown = end > self._allocated
-        if grown and self.prealloc:
+        step = min(self.prealloc, max(_MIN_STEP, end)) if grown else 0
+        if step:
             # The zeros reach the disk with this flush's sync, which commits the new size once.
-            self._write_at(bytes(self.prealloc), end)
+            self._write_at(bytes(step), end)
         self._write_at(data, self._size)
         if self.fsync_enabled:
             # In the preallocated zeros only the data changed: fdatasync. Past them, the size too.
             _sync_data(self._fd) if self.prealloc else os.fsync(self._fd)
-        self._allocated = max(self._allocated, end + (self.prealloc if grown else 0))
+        self._allocated = max(self._allocated, end + step)
         self.fsyncs += 1
         self.bytes_written += len(data)
         self._size = end

@@ -234,3 +234,23 @@ def test_compaction_with_preallocation(tmp_path):
     s.close()
     r = FileStorage(str(tmp_path))
     assert r.get("counter") == 99 and r.log_read("log") == list(range(100)) and r.torn_bytes == 0
+
+
+def test_zeros_grow_with_the_log_up_to_prealloc(tmp_path):
+    """A small log gets small steps of zeros (a lab of many quiet nodes writes few of them);
+    a log that grows gets steps as large as itself, up to ``prealloc``."""
+    s = FileStorage(str(tmp_path), prealloc=256 << 10)
+    s.put("a", 1)
+    s.flush()
+    assert os.path.getsize(tmp_path / "wal") == s.size + (64 << 10)
+    steps = []
+    for _ in range(12):
+        before = os.path.getsize(tmp_path / "wal")
+        s.log_append("log", [["x" * 1000] * 60])            # one entry of ~60 KB a flush
+        s.flush()
+        after = os.path.getsize(tmp_path / "wal")
+        if after != before:
+            steps.append(after - s.size)
+    assert steps[0] >= 64 << 10 and steps[-1] == 256 << 10 and steps == sorted(steps)
+    s.close()
+    assert len(FileStorage(str(tmp_path)).log_read("log")) == 12
