@@ -61,16 +61,22 @@ def test_int_map_keys_survive(tmp_path):
     assert FileStorage(str(tmp_path)).get("votes") == {1: "n1", 2: "n3"}
 
 
-def test_every_torn_tail_recovers_the_good_prefix(tmp_path):
-    src = tmp_path / "src"
-    s = FileStorage(str(src))
+def _one_put_then_one_append(src, **kw) -> tuple[bytes, int, int]:
+    """A WAL of a flushed put and then a flushed append: (the file, where the append's record
+    starts, where the log ends)."""
+    s = FileStorage(str(src), **kw)
     s.put("a", 1)
     s.flush()
-    good = os.path.getsize(src / "wal")
+    good = s.size
     s.log_append("log", [{"big": "x" * 50}])
     s.flush()
     s.close()
-    data = (src / "wal").read_bytes()
+    return (src / "wal").read_bytes(), good, s.size
+
+
+def test_every_torn_tail_recovers_the_good_prefix(tmp_path):
+    data, good, end = _one_put_then_one_append(tmp_path / "src")
+    data = data[:end]                   # the log, without the zeros preallocated after it
     for cut in range(good, len(data)):           # every way the last write could be torn
         d = tmp_path / f"cut{cut}"
         d.mkdir()
@@ -90,7 +96,7 @@ def test_garbled_tail_is_cut(tmp_path):
     s.put("b", 2)
     s.flush()
     s.close()
-    data = bytearray((tmp_path / "wal").read_bytes())
+    data = bytearray((tmp_path / "wal").read_bytes()[:s.size])
     data[-1] ^= 0xFF                                   # a flipped bit in the last record: bad checksum
     (tmp_path / "wal").write_bytes(bytes(data) + b"\x00" * 64)
     r = FileStorage(str(tmp_path))
@@ -105,7 +111,7 @@ def test_compaction_keeps_state_and_shrinks(tmp_path):
         if i % 50 == 0:
             s.log_truncate("log", i // 2)
         s.flush()
-    assert os.path.getsize(tmp_path / "wal") < 4000 + 200
+    assert os.path.getsize(tmp_path / "wal") < 4000 + 200       # fsync=False: no zeros ahead
     expect_log = s.log_read("log")
     s.close()
     r = FileStorage(str(tmp_path))
@@ -161,3 +167,90 @@ def test_garbage_file_recovers_empty(tmp_path, bad):
     (tmp_path / "wal").write_bytes(bad)
     r = FileStorage(str(tmp_path))
     assert r.get("a") is None and r.torn_bytes == len(bad)
+
+
+def test_preallocated_zeros_are_not_a_torn_tail(tmp_path):
+    """The file runs ``prealloc`` bytes of zeros past the log; a sync inside them does not grow
+    it, and reopening reads the zeros as the end of the log, cutting nothing."""
+    s = FileStorage(str(tmp_path), prealloc=4096)
+    s.put("a", 1)
+    s.flush()
+    allocated = os.path.getsize(tmp_path / "wal")
+    assert allocated == s.size + 4096
+    for i in range(10):
+        s.log_append("log", [[1, str(i)]])
+        s.flush()
+    assert os.path.getsize(tmp_path / "wal") == allocated      # written into the zeros
+    s.close()
+    r = FileStorage(str(tmp_path), prealloc=4096)
+    assert r.torn_bytes == 0 and r.recovered_records == 11 and r.size == s.size
+    assert r.get("a") == 1 and r.log_read("log") == [[1, str(i)] for i in range(10)]
+    r.put("b", 2)                       # appends go on at the log's end, not the file's
+    r.flush()
+    assert os.path.getsize(tmp_path / "wal") == allocated
+    assert FileStorage(str(tmp_path)).get("b") == 2
+
+
+def test_growing_past_the_zeros_allocates_more(tmp_path):
+    s = FileStorage(str(tmp_path), prealloc=256)
+    for i in range(40):
+        s.log_append("log", [{"i": i, "pad": "p" * 40}])
+        s.flush()
+        assert s.size <= os.path.getsize(tmp_path / "wal") <= s.size + 256 + 64
+    s.close()
+    assert FileStorage(str(tmp_path)).log_read("log") == [{"i": i, "pad": "p" * 40} for i in range(40)]
+
+
+def test_torn_record_in_the_zeros_is_cut(tmp_path):
+    """A write cut inside the preallocated zeros: whatever part of the record reached the disk
+    (its header only, a middle, its end) is cut, and the log goes on from the good prefix."""
+    data, good, end = _one_put_then_one_append(tmp_path / "src", prealloc=4096)
+    record = data[good:end]
+    zeros = b"\0" * (len(data) - end)
+    torn = {"header only": record[:8] + b"\0" * (len(record) - 8),
+            "no header": b"\0" * 8 + record[8:],
+            "a middle": b"\0" * 20 + record[20:40] + b"\0" * (len(record) - 40)}
+    for name, part in torn.items():
+        d = tmp_path / name.replace(" ", "_")
+        d.mkdir()
+        (d / "wal").write_bytes(data[:good] + part + zeros)
+        r = FileStorage(str(d), prealloc=4096)
+        assert r.get("a") == 1 and r.log_read("log") == [], name
+        assert r.torn_bytes == len(data) - good and os.path.getsize(d / "wal") == good, name
+        r.put("b", 2)
+        r.flush()
+        r.close()
+        again = FileStorage(str(d), prealloc=4096)
+        assert again.get("b") == 2 and again.torn_bytes == 0, name
+
+
+def test_compaction_with_preallocation(tmp_path):
+    s = FileStorage(str(tmp_path), compact_bytes=4000, prealloc=1024)
+    for i in range(100):
+        s.put("counter", i)
+        s.log_append("log", [i])
+        s.flush()
+    assert s.size < 4000 + 200 and os.path.getsize(tmp_path / "wal") <= s.size + 1024 + 200
+    s.close()
+    r = FileStorage(str(tmp_path))
+    assert r.get("counter") == 99 and r.log_read("log") == list(range(100)) and r.torn_bytes == 0
+
+
+def test_zeros_grow_with_the_log_up_to_prealloc(tmp_path):
+    """A small log gets small steps of zeros (a lab of many quiet nodes writes few of them);
+    a log that grows gets steps as large as itself, up to ``prealloc``."""
+    s = FileStorage(str(tmp_path), prealloc=256 << 10)
+    s.put("a", 1)
+    s.flush()
+    assert os.path.getsize(tmp_path / "wal") == s.size + (64 << 10)
+    steps = []
+    for _ in range(12):
+        before = os.path.getsize(tmp_path / "wal")
+        s.log_append("log", [["x" * 1000] * 60])            # one entry of ~60 KB a flush
+        s.flush()
+        after = os.path.getsize(tmp_path / "wal")
+        if after != before:
+            steps.append(after - s.size)
+    assert steps[0] >= 64 << 10 and steps[-1] == 256 << 10 and steps == sorted(steps)
+    s.close()
+    assert len(FileStorage(str(tmp_path)).log_read("log")) == 12

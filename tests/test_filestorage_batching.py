@@ -52,8 +52,8 @@ def _state(s: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return {k: s.get(k, "<absent>") for k in KEYS}, {n: s.log_read(n) for n in LOGS}
 
 
-def _open(d: str, compact: int) -> FileStorage:
-    return FileStorage(d, compact_bytes=compact, fsync=False)
+def _open(d: str, compact: int, prealloc: int = 0) -> FileStorage:
+    return FileStorage(d, compact_bytes=compact, fsync=False, prealloc=prealloc)
 
 
 def _run(fs: FileStorage, model: MemoryStorage, op: tuple[str, Any, Any]) -> None:
@@ -75,11 +75,12 @@ def _run(fs: FileStorage, model: MemoryStorage, op: tuple[str, Any, Any]) -> Non
 
 
 @CASES
-@given(script=st.lists(ops, max_size=25), compact=st.sampled_from([0, 0, 300, 5000]))
-def test_reopened_storage_equals_the_model(script: list[Any], compact: int) -> None:
+@given(script=st.lists(ops, max_size=25), compact=st.sampled_from([0, 0, 300, 5000]),
+       prealloc=st.sampled_from([0, 64, 4096]))
+def test_reopened_storage_equals_the_model(script: list[Any], compact: int, prealloc: int) -> None:
     model = MemoryStorage()
     with tempfile.TemporaryDirectory() as d:
-        fs = _open(d, compact)
+        fs = _open(d, compact, prealloc)
         for op in script:
             if op[0] == "flush":
                 fs.flush()
@@ -87,14 +88,14 @@ def test_reopened_storage_equals_the_model(script: list[Any], compact: int) -> N
             elif op[0] == "reopen":
                 fs.flush()
                 fs.close()
-                fs = _open(d, compact)
+                fs = _open(d, compact, prealloc)
                 assert fs.torn_bytes == 0
             else:
                 _run(fs, model, op)
             assert _state(fs) == _state(model)        # reads (and lazy decode) mid-batch agree
         fs.flush()
         fs.close()
-        again = _open(d, compact)
+        again = _open(d, compact, prealloc)
         try:
             assert again.torn_bytes == 0
             assert _state(again) == _state(model)
@@ -105,37 +106,46 @@ def test_reopened_storage_equals_the_model(script: list[Any], compact: int) -> N
 @CASES
 @given(script=st.lists(ops.filter(lambda o: o[0] not in ("read", "reopen")), max_size=20),
        batch=st.lists(st.lists(entry, min_size=1, max_size=3), min_size=1, max_size=6),
-       log=st.sampled_from(LOGS), cut=st.floats(0, 1, exclude_min=True))
+       log=st.sampled_from(LOGS), cut=st.floats(0, 1, exclude_min=True),
+       prealloc=st.sampled_from([0, 4096]))
 def test_torn_batch_is_lost_whole_and_nothing_before_it(script: list[Any], batch: list[Any],
-                                                       log: str, cut: float) -> None:
+                                                       log: str, cut: float, prealloc: int) -> None:
     """Appends to one log between two flushes are one record: cutting any number of its bytes
-    loses the whole batch, never an entry before it, and reopening never raises."""
+    (the file's tail; with zeros preallocated, those bytes left zero) loses the whole batch,
+    never an entry before it, and reopening never raises."""
     model = MemoryStorage()
     with tempfile.TemporaryDirectory() as d:
-        fs = _open(d, 0)
+        fs = _open(d, 0, prealloc)
         for op in script:
             if op[0] == "flush":
                 fs.flush()
             else:
                 _run(fs, model, op)
         fs.flush()
-        before, size = _state(model), os.path.getsize(fs.path)
+        before, size = _state(model), fs.size
         for chunk in batch:                     # many appends, one log, one flush
             _run(fs, model, ("append", log, chunk))
         fs.flush()
-        after, full = _state(model), os.path.getsize(fs.path)
+        after, full = _state(model), fs.size
         fs.close()
         k = max(1, round(cut * (full - size)))
         with open(fs.path, "r+b") as f:
-            f.truncate(full - k)
-        torn = _open(d, 0)
-        assert torn.torn_bytes == full - k - size
+            if prealloc:
+                f.seek(full - k)
+                f.write(bytes(k))
+            else:
+                f.truncate(full - k)
+        file_size = os.path.getsize(fs.path)
+        torn = _open(d, 0, prealloc)
+        assert torn.size == size
+        # What is cut: the torn bytes (and the zeros after them); nothing if what is left is zeros.
+        assert torn.torn_bytes in ((full - k - size,) if not prealloc else (0, file_size - size))
         assert _state(torn) == before
         # the WAL was cut back to a clean end: writing goes on and survives another reopen
         torn.log_append(log, [["after", 1]])
         torn.put("k", "after")
         torn.close()
-        again = _open(d, 0)
+        again = _open(d, 0, prealloc)
         kv, logs = before
         assert _state(again) == ({**kv, "k": "after"}, {**logs, log: logs[log] + [["after", 1]]})
         again.close()
