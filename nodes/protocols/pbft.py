@@ -115,8 +115,9 @@ class PBFTConfig(Tunables):
         default=0.3,
         metadata={"unit": "s", "doc": (
             "clients send a request to the primary they believe current and f more replicas, "
-            "then, this often until f+1 replicas answered alike, to every replica. Shorter: a "
-            "silent primary or a lost request costs less; more traffic while a view change runs")},
+            "then, after this long at least (longer while requests take longer) and until f+1 "
+            "replicas answered alike, to every replica. Shorter: a silent primary or a lost "
+            "request costs less; more traffic while a view change runs")},
     )
 
     def __post_init__(self) -> None:
