@@ -36,6 +36,17 @@ def client_rule_of(scenario: Scenario) -> ClientRule | None:
     return cls.client_rule(build_config(cls, scenario.config), scenario.node_names)
 
 
+def result_key(result: dict[str, Any]) -> Any:
+    """What two answers share exactly when they are the same result: for a flat map of string
+    keys and string, int or null values (every kv result) its sorted items, else its JSON
+    (sorted keys). The exact types keep 1 and true apart, as JSON does; a tuple never equals
+    a JSON string. Cheaper than JSON for the common case: a client keys every answer."""
+    for k, v in result.items():
+        if type(k) is not str or (type(v) is not str and type(v) is not int and v is not None):
+            return _key(result)
+    return tuple(sorted(result.items()))
+
+
 class Tally:
     """The answers to one request. Each node counts once (its first answer); a result is
     accepted when ``need`` nodes gave the very same one (then ``accepted`` holds it)."""
@@ -54,7 +65,7 @@ class Tally:
         if node in self.voted or self.accepted is not None:
             return False
         self.voted.add(node)
-        key = _key(result)
+        key = result_key(result)
         c = self.counts[key] = self.counts.get(key, 0) + 1
         if c == self.need:
             self.accepted = result

@@ -116,3 +116,17 @@ def test_a_request_with_a_deadline_is_retried_within_half_of_the_time_left() -> 
     t.retry_later(clock.now, clock.call_at, lambda: True, lambda: sent.append(clock.t), deadline=1.0)
     clock.run_until(2.0)
     assert sent == [0.5]
+
+
+def test_answers_are_the_same_result_exactly_when_their_json_is() -> None:
+    from lab.clientrule import result_key
+    same = [({"type": "ok", "value": 1, "primary": "n2"}, {"primary": "n2", "value": 1, "type": "ok"}),
+            ({"type": "ok", "value": None}, {"value": None, "type": "ok"}),
+            ({"type": "ok", "value": [1, 2]}, {"value": [1, 2], "type": "ok"})]
+    for a, b in same:
+        assert result_key(a) == result_key(b)
+    different = [({"value": 1}, {"value": True}), ({"value": 1}, {"value": 1.0}),
+                 ({"value": 1}, {"value": "1"}), ({"value": None}, {"value": "null"}),
+                 ({"value": [1]}, {"value": "[1]"}), ({"a": 1}, {"a": 1, "b": None})]
+    for a, b in different:
+        assert result_key(a) != result_key(b), (a, b)
