@@ -67,9 +67,10 @@ class PBFTConfig(Tunables):
             "off. Larger batches make VIEW-CHANGE and NEW-VIEW messages larger")},
     )
     pipeline: int = dataclasses.field(
-        default=32,
+        default=64,
         metadata={"unit": "count", "doc": (
-            "sequence numbers the primary has in flight beyond the last one it executed; "
+            "sequence numbers the primary has in flight beyond the last one it executed (the "
+            "high watermark, log_window above the stable checkpoint, bounds them too); "
             "requests that arrive meanwhile wait and leave in one batch (a full batch at once, "
             "a partial one after the handlers due at that moment). More: more concurrency, "
             "so less idle time between phases under load; fewer: bigger batches under "
