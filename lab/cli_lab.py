@@ -388,7 +388,7 @@ def run_op(b: AgentBackend, op: dict[str, Any], first: str | None = None,
 def _run_by_rule(b: AgentBackend, rule: Any, op: dict[str, Any], live: list[str], deadline: float,
                  start: float) -> tuple[dict[str, Any] | None, str | None, float]:
     """Under a core's client rule (PBFT): signed, to the running nodes of each attempt
-    (``Targets``: first the primary and f more, then every node), again every ``rule.retry``
+    (``Targets``: first the primary and f more, then every node), again every ``rule.retry``,
     until ``rule.replies`` nodes answered alike."""
     if rule.sign:
         op = b.client_signer().sign_request(op)
@@ -403,7 +403,7 @@ def _run_by_rule(b: AgentBackend, rule: Any, op: dict[str, Any], live: list[str]
         for node in targets.of(attempt):
             if node in live:
                 b.submit(node, op, lambda res, node=node: answer(node, res))
-        b.wait_for(lambda: bool(box), max(0.0, min(targets.retry_after(), deadline - time.monotonic())))
+        b.wait_for(lambda: bool(box), max(0.0, min(rule.retry, deadline - time.monotonic())))
     if not box:
         return None, None, time.monotonic() - start
     return box[0][0], box[0][1], time.monotonic() - start
