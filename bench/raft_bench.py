@@ -83,7 +83,7 @@ class Writer:
     """Writes to one node through the backend's client path; counts answers by outcome.
     Under a core's client rule (PBFT; lab/clientrule.py) a write goes, signed, to the nodes
     of each attempt (``node`` unused; ``Targets``: the primary and f more, then every node
-    every ``rule.retry``) and counts once ``rule.replies`` of them answered alike, as the
+    after ``Targets.retry_later``) and counts once ``rule.replies`` of them answered alike, as the
     runner's clients do."""
 
     def __init__(self, backend: Any, node: str | None) -> None:
@@ -110,21 +110,22 @@ class Writer:
             return
         if self.signer is not None:
             op = self.signer.sign_request(op)
-        self._attempt(op, Tally(self.rule.replies), 1, done)
+        self._attempt(op, Tally(self.rule.replies), 1, done, self.b.now())
 
     def _attempt(self, op: dict[str, Any], tally: Tally, attempt: int,
-                 done: Callable[[dict[str, Any]], None]) -> None:
+                 done: Callable[[dict[str, Any]], None], sent: float) -> None:
         rule, targets, b = self.rule, self.targets, self.b
         assert rule is not None and targets is not None
 
         def answer(node: str, res: dict[str, Any]) -> None:
             if tally.add(node, res):
                 targets.learn(res)
+                targets.observe(b.now() - sent, attempt)
                 done(res)
         for node in targets.of(attempt):
             b.submit(node, op, lambda res, node=node: answer(node, res))
-        b.call_at(b.now() + rule.retry,
-                  lambda: None if tally.accepted is not None else self._attempt(op, tally, attempt + 1, done))
+        targets.retry_later(b.now, b.call_at, lambda: tally.accepted is None,
+                            lambda: self._attempt(op, tally, attempt + 1, done, sent))
 
     def closed_loop(self, window: int, span: float = SPAN) -> float:
         """ops/s completed with ``window`` writes in flight, over ``span`` s after a warm-up."""

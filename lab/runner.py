@@ -187,7 +187,7 @@ class Clients:
 
     def _send_all(self, state: _Op) -> None:
         """Under a core's client rule: the request to the nodes of this attempt (``Targets``),
-        again every ``rule.retry`` until enough of them answered alike (or the op's timeout)."""
+        again (``targets.retry_later``) until enough of them answered alike (or the op's timeout)."""
         rule, targets = self.rule, self.targets
         assert rule is not None and targets is not None
         state.attempt += 1
@@ -200,14 +200,15 @@ class Clients:
             state.signed = msg
         for node in targets.of(state.attempt):
             self.backend.submit(node, state.signed, lambda res, node=node: self._vote(state, node, res))
-        nxt = self.backend.now() + rule.retry
-        if nxt < state.deadline and state.attempt < MAX_ATTEMPTS:
-            self.backend.call_at(nxt, lambda: None if state.done else self._send_all(state))
+        if state.attempt < MAX_ATTEMPTS:
+            targets.retry_later(self.backend.now, self.backend.call_at, lambda: not state.done,
+                                lambda: self._send_all(state), state.deadline)
 
     def _vote(self, state: _Op, node: str, res: dict[str, Any]) -> None:
         if not state.done and state.tally is not None and state.tally.add(node, res):
             assert self.targets is not None
             self.targets.learn(res)
+            self.targets.observe(self.backend.now() - state.invoked, state.attempt)
             self._outcome(state, node, res)
 
     def _result(self, state: _Op, attempt: int, node: str, res: dict[str, Any]) -> None:

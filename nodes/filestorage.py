@@ -165,9 +165,16 @@ class FileStorage:
     def log_truncate(self, name: str, length: int) -> None:
         self._seal_appends()
         unread = self._unread.get(name)
-        if length >= len(self._logs.get(name, ())) + (unread[1] if unread else 0):
+        decoded = self._logs.get(name) or []
+        if length >= len(decoded) + (unread[1] if unread else 0):
             return
-        del self._log(name)[length:]
+        if length <= len(decoded):
+            # Every entry not decoded yet lies beyond the cut: dropped as bytes, never decoded
+            # (a PBFT replica rewrites its whole log at each stable checkpoint: log_truncate 0).
+            self._unread.pop(name, None)
+            del decoded[length:]
+        else:
+            del self._log(name)[length:]
         self._record(["trunc", name, length])
 
     def log_read(self, name: str) -> list[Any]:

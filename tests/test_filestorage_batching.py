@@ -321,3 +321,26 @@ def test_array_header_sizes(sizes: tuple[int, ...]) -> None:
         assert again.recovered_records == 1
         assert again.log_read("log") == want
         again.close()
+
+
+def test_truncating_into_the_decoded_part_drops_later_appends_without_decoding_them(monkeypatch) -> None:
+    import nodes.filestorage as fsmod
+    with tempfile.TemporaryDirectory() as d:
+        fs = _open(d, 0)
+        fs.log_append("log", [[1, "a"], [1, "b"]])
+        assert fs.log_read("log") == [[1, "a"], [1, "b"]]      # decoded
+        fs.log_append("log", [[2, "c"]])
+        fs.flush()
+        fs.log_append("log", [[2, "d"]])
+
+        def no_decode(data: bytes) -> None:
+            raise AssertionError("decoded entries the truncation drops")
+        monkeypatch.setattr(fsmod, "_unpack", no_decode)
+        fs.log_truncate("log", 1)
+        monkeypatch.undo()
+        fs.log_append("log", [[3, "e"]])
+        assert fs.log_read("log") == [[1, "a"], [3, "e"]]
+        fs.close()
+        again = _open(d, 0)
+        assert again.log_read("log") == [[1, "a"], [3, "e"]]
+        again.close()

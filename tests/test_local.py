@@ -192,3 +192,19 @@ def test_make_demo_runs_and_leaves_no_process(tmp_path):
     finally:
         for pid in _agents_under(str(tmp_path)):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_the_run_loop_makes_no_full_garbage_collection_and_puts_the_threshold_back(tmp_path):
+    """The clients' many live ops (every one in flight) are not walked by full collections
+    while the loop runs; the young generations still are; afterwards the thresholds are back."""
+    import gc
+
+    from lab.backends.base import NO_FULL_COLLECTION
+
+    b = LocalBackend(load_scenario_text("name: gc\nprotocol: raft\nnodes: 3\n"), 1, str(tmp_path))
+    before = gc.get_threshold()
+    seen: list[tuple[int, ...]] = []
+    b.call_at(0.0, lambda: seen.append(gc.get_threshold()))
+    b.run_until(b.now() + 0.01)          # nothing started: only the call is due
+    assert seen == [(before[0], before[1], NO_FULL_COLLECTION)]
+    assert gc.get_threshold() == before

@@ -37,7 +37,7 @@ import zmq
 
 from lab import labstate
 from lab.agent_client import AgentClient
-from lab.backends.base import Backend, Cut
+from lab.backends.base import Backend, Cut, no_full_collections
 from lab.errors import BackendError
 from lab.keys import LabKeys, ensure_keys
 from lab.labstate import zlab_home
@@ -339,13 +339,14 @@ class AgentBackend(Backend):
         heapq.heappush(self._calls, (t, next(self._seq), fn))
 
     def run_until(self, t: float) -> None:
-        while True:
-            self._fire_due()
-            now = self.now()
-            if now >= t:
-                return
-            nxt = min(t, self._calls[0][0]) if self._calls else t
-            self._pump(self.mono0 + nxt)
+        with no_full_collections():
+            while True:
+                self._fire_due()
+                now = self.now()
+                if now >= t:
+                    return
+                nxt = min(t, self._calls[0][0]) if self._calls else t
+                self._pump(self.mono0 + nxt)
 
     def _fire_due(self) -> None:
         calls = self._calls

@@ -67,9 +67,10 @@ class PBFTConfig(Tunables):
             "off. Larger batches make VIEW-CHANGE and NEW-VIEW messages larger")},
     )
     pipeline: int = dataclasses.field(
-        default=32,
+        default=64,
         metadata={"unit": "count", "doc": (
-            "sequence numbers the primary has in flight beyond the last one it executed; "
+            "sequence numbers the primary has in flight beyond the last one it executed (the "
+            "high watermark, log_window above the stable checkpoint, bounds them too); "
             "requests that arrive meanwhile wait and leave in one batch (a full batch at once, "
             "a partial one after the handlers due at that moment). More: more concurrency, "
             "so less idle time between phases under load; fewer: bigger batches under "
@@ -115,8 +116,9 @@ class PBFTConfig(Tunables):
         default=0.3,
         metadata={"unit": "s", "doc": (
             "clients send a request to the primary they believe current and f more replicas, "
-            "then, this often until f+1 replicas answered alike, to every replica. Shorter: a "
-            "silent primary or a lost request costs less; more traffic while a view change runs")},
+            "then, after this long at least (longer while requests take longer) and until f+1 "
+            "replicas answered alike, to every replica. Shorter: a silent primary or a lost "
+            "request costs less; more traffic while a view change runs")},
     )
 
     def __post_init__(self) -> None:
@@ -562,29 +564,39 @@ class PBFT(ViewChange, Checkpoints, Core):
     def known_rd(self, op: Any) -> bytes | None:
         """The digest of a request this replica verified and holds waiting, if ``op`` is it
         (found by its signature, then compared whole): no need to hash or verify it again."""
-        hit = self.known.get(op.get("sig")) if type(op.get("sig")) is bytes else None
-        return hit[0] if hit is not None and hit[1] == op else None
+        sig = op.get("sig")
+        hit = self.known.get(sig) if type(sig) is bytes else None
+        # Mostly the very object: a request in our own batch, or one the pre-prepare brought.
+        return hit[0] if hit is not None and (hit[1] is op or hit[1] == op) else None
 
     def request_digests(self, batch: list[Any]) -> list[bytes] | None:
         """The digests of a batch's requests, None if one is not a client's signed request."""
         out = []
+        now = None          # read once a batch: the requests of one pre-prepare came together
+        waiting, known = self.waiting, self.known
+        ok = True
         for op in batch:
             rd = self.known_rd(op)
             if rd is None:
                 data = request_bytes(op)
-                if not self.valid_client(data, op.get("sig")):
-                    return None
+                sig = op.get("sig")
+                if not self.valid_client(data, sig):
+                    ok = False
+                    break
                 rd = m.digest_bytes(data)
                 # The client's own copy may still be on its way (or, sent first to the primary
                 # and f others, never come): when it comes, it is known; until the request is
                 # executed, our request timer watches the primary.
-                self.waiting.setdefault(rd, Waiting(op, None, self.ctx.now()))
-                if type(op.get("sig")) is bytes:
-                    self.known[op["sig"]] = (rd, op)
-                if self.active and not self.is_primary:
-                    self.arm_request_timer()
+                if now is None:
+                    now = self.ctx.now()
+                if rd not in waiting:
+                    waiting[rd] = Waiting(op, None, now)
+                if type(sig) is bytes:
+                    known[sig] = (rd, op)
             out.append(rd)
-        return out
+        if now is not None and self.active and not self.is_primary:
+            self.arm_request_timer()        # once for the batch, not once a request
+        return out if ok else None
 
     def accept_pre_prepare(self, v: int, n: int, d: str, batch: list[Any], sig: bytes,
                            rds: list[bytes]) -> None:
