@@ -28,15 +28,15 @@ NO_FULL_COLLECTION = 1 << 30     # gc threshold of the oldest generation while a
 
 
 @contextmanager
-def no_full_collections() -> Iterator[None]:
+def no_full_collections(young_only: bool = False) -> Iterator[None]:
     """While a runtime's loop runs, no full garbage collection: the runner and its clients keep
     many live objects (every op in flight: its request, callbacks, answers so far), none of
     them garbage, and the full collections Python starts as they accumulate walk them all
     again and again (measured: about a third of a PBFT benchmark client's CPU with 4096 ops
-    in flight). The young generations are still collected; the old one after the loop, as
-    the threshold is put back."""
+    in flight). The young generations are still collected (with ``young_only`` only the
+    youngest: the middle one waits too); the others after the loop, as the thresholds are put back."""
     thresholds = gc.get_threshold()
-    gc.set_threshold(thresholds[0], thresholds[1], NO_FULL_COLLECTION)
+    gc.set_threshold(thresholds[0], NO_FULL_COLLECTION if young_only else thresholds[1], NO_FULL_COLLECTION)
     try:
         yield
     finally:

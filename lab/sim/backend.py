@@ -29,7 +29,6 @@ Node faults:
 
 from __future__ import annotations
 
-import gc
 import heapq
 import operator
 import os
@@ -40,7 +39,7 @@ from typing import Any
 
 import msgpack
 
-from lab.backends.base import Backend, Cut
+from lab.backends.base import Backend, Cut, no_full_collections
 from lab.errors import BackendError, ConfigError, ProtocolError
 from lab.scenario import LinkParams, Scenario
 from lab.sim.network import NetworkModel
@@ -51,7 +50,6 @@ from nodes.storage import MemoryStorage
 from nodes.tracelog import LEVELS, PER_MESSAGE, core_fields
 
 UP, PAUSED, DOWN = "up", "paused", "down"
-_NO_FULL_COLLECTION = 1 << 30       # gc threshold of the oldest generation while the loop runs
 _by_time_then_node = operator.itemgetter("ts", "node")
 
 # Bodies cross the simulated wire as msgpack, as they do on the real one: a core
@@ -260,12 +258,8 @@ class SimBackend(Backend):
         # a log entry. So only the youngest generation is collected as usual (the cycles a handler
         # makes and drops); the middle one, whose collections walked every event once more (about
         # 6% of a saturated run), and the old one wait until after the run, as the thresholds are put back.
-        thresholds = gc.get_threshold()
-        gc.set_threshold(thresholds[0], _NO_FULL_COLLECTION, _NO_FULL_COLLECTION)
-        try:
+        with no_full_collections(young_only=True):
             return self._loop(t, done)
-        finally:
-            gc.set_threshold(*thresholds)
 
     def _loop(self, t: float, done: Callable[[], bool] | None) -> bool:
         heap = self._heap
