@@ -800,8 +800,13 @@ def _remove_network(client: Any, net_id: str, name: str) -> bool:
         except docker.errors.NotFound:
             return False
         except docker.errors.APIError as e:
-            if "active endpoints" not in str(e.explanation or e) or time.monotonic() >= deadline:
-                raise BackendError(f"cannot remove network {name}: {e.explanation or e}") from None
+            stale = "active endpoints" in str(e.explanation or e)
+            if not stale or time.monotonic() >= deadline:
+                # Seen once after a 100-container lab: the engine kept an endpoint of a removed
+                # container for good (no container listed on the network); only its restart frees it.
+                hint = (" (no container of the lab is left; the Docker engine holds a stale endpoint: "
+                        "restart the engine, then `zlab down --all`)") if stale else ""
+                raise BackendError(f"cannot remove network {name}: {e.explanation or e}{hint}") from None
             time.sleep(0.5)
 
 
